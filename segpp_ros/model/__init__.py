@@ -1,0 +1,13 @@
+"""SegFormer++ in pure PyTorch: encoder, heads, token merging, checkpoint loading.
+
+This package never imports ROS; the node is an adapter over it.
+"""
+from .merge import PRESETS, STRATEGIES, MergeConfig, StageMerge, TokenMerge, resolve_merge
+from .segformer import SegFormerPP, build_model, count_parameters
+from .spec import EPS_FAMILIES, VARIANTS, MiTSpec, NormEps, get_spec
+
+__all__ = [
+    "PRESETS", "STRATEGIES", "MergeConfig", "StageMerge", "TokenMerge", "resolve_merge",
+    "SegFormerPP", "build_model", "count_parameters",
+    "EPS_FAMILIES", "VARIANTS", "MiTSpec", "NormEps", "get_spec",
+]

@@ -1,0 +1,298 @@
+"""Token-merging strategies and their runtime configuration.
+
+A strategy is one function ``(x [B, N, C], h, w, setting) -> Merge`` registered by name in
+``STRATEGIES``. It computes the matching once (without gradients) and returns closures that
+merge any tensor laid out like ``x`` and map merged outputs back to the original grid.
+Merging is configuration of a loaded model (``SegFormerPP.set_merge``), never part of its weights.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+
+from .spec import NUM_STAGES
+
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class TokenMerge:
+    """How one token set (queries or keys/values) of a stage is merged.
+
+    mode:  'none', 'bsm' (2-D bipartite soft matching) or 'n2d' (neighbour averaging).
+    ratio: bsm only; fraction of all tokens removed, r = int(N * ratio), capped at #sources.
+    cell:  (sy, sx) grid cell; bsm takes one destination per cell, n2d averages each cell.
+    """
+
+    mode: str = "none"
+    ratio: float = 0.0
+    cell: tuple[int, int] = (2, 2)
+
+    def __post_init__(self) -> None:
+        if self.mode not in STRATEGIES:
+            raise ValueError(f"merge mode {self.mode!r} is unknown; use one of {', '.join(STRATEGIES)}")
+        if not 0.0 <= float(self.ratio) < 1.0:
+            raise ValueError(f"merge ratio {self.ratio!r} must be in [0, 1)")
+        cell = tuple(int(c) for c in self.cell)
+        if len(cell) != 2 or min(cell) < 1:
+            raise ValueError(f"merge cell {self.cell!r} must be two positive integers (sy, sx)")
+        object.__setattr__(self, "cell", cell)
+        object.__setattr__(self, "ratio", float(self.ratio))
+
+    @property
+    def active(self) -> bool:
+        if self.mode == "none":
+            return False
+        if self.mode == "bsm":
+            return self.ratio > 0.0
+        return self.cell != (1, 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode, "ratio": self.ratio, "cell": list(self.cell)}
+
+
+@dataclass(frozen=True)
+class StageMerge:
+    """Merging of one encoder stage: queries (unmerged after attention) and keys/values."""
+
+    q: TokenMerge = field(default_factory=TokenMerge)
+    kv: TokenMerge = field(default_factory=TokenMerge)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"q": self.q.to_dict(), "kv": self.kv.to_dict()}
+
+
+@dataclass(frozen=True)
+class MergeConfig:
+    """The whole-model merging configuration.
+
+    name:       preset name, or 'custom' for a hand-made configuration.
+    stages:     one StageMerge per encoder stage.
+    downsample: integer input subsampling factor (the 'downsample' baseline uses 2); the
+                logits are upsampled back so the output size never depends on it.
+    """
+
+    name: str
+    stages: tuple[StageMerge, StageMerge, StageMerge, StageMerge]
+    downsample: int = 1
+
+    def __post_init__(self) -> None:
+        if len(self.stages) != NUM_STAGES:
+            raise ValueError(f"a merge configuration needs {NUM_STAGES} stages, got {len(self.stages)}")
+        if int(self.downsample) < 1:
+            raise ValueError(f"downsample factor must be >= 1, got {self.downsample!r}")
+        object.__setattr__(self, "stages", tuple(self.stages))
+
+    @property
+    def is_noop(self) -> bool:
+        return self.downsample == 1 and not any(s.q.active or s.kv.active for s in self.stages)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "downsample": self.downsample,
+                "stages": [s.to_dict() for s in self.stages]}
+
+
+@dataclass(frozen=True)
+class Merge:
+    """A computed matching: ``merge`` [B, N, C] -> [B, M, C], ``unmerge`` [B, M, C] -> [B, N, C]."""
+
+    merge: Callable[[Tensor], Tensor]
+    unmerge: Callable[[Tensor], Tensor]
+
+
+def _identity(x: Tensor) -> Tensor:
+    return x
+
+
+NO_MERGE = Merge(_identity, _identity)
+
+Strategy = Callable[[Tensor, int, int, TokenMerge], Merge]
+STRATEGIES: dict[str, Strategy] = {}
+
+
+def register(name: str) -> Callable[[Strategy], Strategy]:
+    def wrap(fn: Strategy) -> Strategy:
+        STRATEGIES[name] = fn
+        return fn
+    return wrap
+
+
+@register("none")
+def no_merge(x: Tensor, h: int, w: int, setting: TokenMerge) -> Merge:
+    return NO_MERGE
+
+
+@functools.lru_cache(maxsize=128)
+def _bipartite_partition(h: int, w: int, sy: int, sx: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Flat indices (row-major) of sources and destinations of an h x w grid.
+
+    The top-left token of every full sy x sx cell is a destination; every other token,
+    including the ragged rows/columns at the bottom/right border, is a source.
+    """
+    is_dst = torch.zeros(h, w, dtype=torch.bool)
+    is_dst[0:(h // sy) * sy:sy, 0:(w // sx) * sx:sx] = True
+    flat = is_dst.flatten()
+    src = (~flat).nonzero().squeeze(1).to(device)
+    dst = flat.nonzero().squeeze(1).to(device)
+    return src, dst
+
+
+def _grouped_mean(slot: Tensor, num_slots: int) -> Callable[[Tensor], Tensor]:
+    """Merge function averaging the tokens that share a slot; ``slot`` is [B, N]."""
+    B, N = slot.shape
+
+    def merge(x: Tensor) -> Tensor:
+        C = x.shape[-1]
+        index = slot.unsqueeze(-1).expand(B, N, C)
+        total = x.new_zeros(B, num_slots, C).scatter_add_(1, index, x)
+        count = x.new_zeros(B, num_slots).scatter_add_(1, slot, x.new_ones(B, N))
+        return total / count.unsqueeze(-1)
+
+    return merge
+
+
+def _gather_slots(slot: Tensor) -> Callable[[Tensor], Tensor]:
+    """Unmerge function giving every original token its slot's value; ``slot`` is [B, N]."""
+    B, N = slot.shape
+
+    def unmerge(y: Tensor) -> Tensor:
+        return torch.gather(y, 1, slot.unsqueeze(-1).expand(B, N, y.shape[-1]))
+
+    return unmerge
+
+
+@register("bsm")
+def bipartite_soft_matching_2d(x: Tensor, h: int, w: int, setting: TokenMerge) -> Merge:
+    """2-D bipartite soft matching (tomesd's random2d without randomness).
+
+    Every source's most cosine-similar destination is found; the r most similar sources are
+    averaged into their destination (the destination itself counted once). Merged tokens are
+    ordered as tomesd orders them: unmerged sources by decreasing similarity, then destinations.
+    x: [B, N, C] with N == h * w, row-major.
+    """
+    B, N, _ = x.shape
+    sy, sx = setting.cell
+    src_idx, dst_idx = _bipartite_partition(h, w, sy, sx, x.device)
+    n_src, n_dst = src_idx.numel(), dst_idx.numel()
+    r = min(int(N * setting.ratio), n_src)
+    if r <= 0 or n_dst == 0:
+        return NO_MERGE
+    with torch.no_grad():
+        metric = x / x.norm(dim=-1, keepdim=True)
+        scores = metric[:, src_idx] @ metric[:, dst_idx].transpose(1, 2)   # [B, S, D]
+        best, best_dst = scores.max(dim=-1)                                 # [B, S]
+        order = best.argsort(dim=-1, descending=True)                       # [B, S]
+        merged, kept = order[:, :r], order[:, r:]
+        n_kept = n_src - r
+        # slot[b, n]: which merged token original token n belongs to.
+        slot = torch.empty(B, N, dtype=torch.long, device=x.device)
+        arange = torch.arange(max(n_kept, n_dst), device=x.device)
+        slot.scatter_(1, src_idx[kept], arange[:n_kept].expand(B, n_kept))
+        slot.scatter_(1, dst_idx.expand(B, n_dst), (n_kept + arange[:n_dst]).expand(B, n_dst))
+        slot.scatter_(1, src_idx[merged], n_kept + torch.gather(best_dst, 1, merged))
+    return Merge(_grouped_mean(slot, n_kept + n_dst), _gather_slots(slot))
+
+
+@functools.lru_cache(maxsize=128)
+def _cell_slots(h: int, w: int, sy: int, sx: int, device: torch.device) -> Tensor:
+    """[h * w] index of the sy x sx cell (row-major over the ceil-sized cell grid) of each token."""
+    rows = torch.arange(h) // sy
+    cols = torch.arange(w) // sx
+    return (rows[:, None] * math.ceil(w / sx) + cols[None, :]).flatten().to(device)
+
+
+@register("n2d")
+def neighbour_merge_2d(x: Tensor, h: int, w: int, setting: TokenMerge) -> Merge:
+    """Average each sy x sx cell (ceil mode: partial border cells average what they hold);
+    unmerge copies each cell's output back to all of its positions (nearest upsampling).
+    x: [B, N, C] with N == h * w, row-major.
+    """
+    B = x.shape[0]
+    sy, sx = setting.cell
+
+    def merge(t: Tensor) -> Tensor:
+        grid = t.transpose(1, 2).view(B, t.shape[-1], h, w)       # channels-last view, no copy
+        pooled = F.avg_pool2d(grid, (sy, sx), (sy, sx), ceil_mode=True)
+        return pooled.flatten(2).transpose(1, 2)
+
+    slots = _cell_slots(h, w, sy, sx, x.device)
+
+    def unmerge(y: Tensor) -> Tensor:
+        return y.index_select(1, slots)
+
+    return Merge(merge, unmerge)
+
+
+def compute_merge(x: Tensor, h: int, w: int, setting: TokenMerge) -> Merge:
+    """Run the registered strategy of ``setting`` on tokens x [B, N, C] of an h x w grid."""
+    if not setting.active:
+        return NO_MERGE
+    return STRATEGIES[setting.mode](x, h, w, setting)
+
+
+def _uniform(early: StageMerge, late: StageMerge) -> tuple[StageMerge, ...]:
+    return (early, early, late, late)
+
+
+_NONE = StageMerge()
+PRESETS: dict[str, MergeConfig] = {
+    "none": MergeConfig("none", _uniform(_NONE, _NONE)),
+    "hq": MergeConfig("hq", _uniform(
+        StageMerge(kv=TokenMerge("bsm", 0.6, (2, 2))),
+        StageMerge(q=TokenMerge("bsm", 0.8, (4, 4))))),
+    "fast": MergeConfig("fast", _uniform(
+        StageMerge(kv=TokenMerge("bsm", 0.9, (4, 4))),
+        StageMerge(q=TokenMerge("bsm", 0.9, (4, 4))))),
+    "2x2": MergeConfig("2x2", _uniform(
+        StageMerge(q=TokenMerge("n2d", 0.0, (2, 2))),
+        StageMerge(q=TokenMerge("n2d", 0.0, (2, 2))))),
+    "downsample": MergeConfig("downsample", _uniform(_NONE, _NONE), downsample=2),
+}
+
+
+def _token_merge(value: Any, where: str) -> TokenMerge:
+    if isinstance(value, TokenMerge):
+        return value
+    if value is None:
+        return TokenMerge()
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{where} must be a mapping with mode/ratio/cell, got {value!r}")
+    unknown = set(value) - {"mode", "ratio", "cell"}
+    if unknown:
+        raise ValueError(f"{where} has unknown keys {sorted(unknown)}; allowed: mode, ratio, cell")
+    try:
+        return TokenMerge(str(value.get("mode", "none")), float(value.get("ratio", 0.0)),
+                          tuple(value.get("cell", (2, 2))))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}: {err}") from None
+
+
+def resolve_merge(config: str | MergeConfig | Mapping[str, Any]) -> MergeConfig:
+    """Turn a preset name, a MergeConfig or its dict form (``MergeConfig.to_dict``) into a MergeConfig."""
+    if isinstance(config, MergeConfig):
+        return config
+    if isinstance(config, str):
+        if config not in PRESETS:
+            raise ValueError(f"unknown merge preset {config!r}; use one of {', '.join(PRESETS)} "
+                             "or a per-stage configuration")
+        return PRESETS[config]
+    if not isinstance(config, Mapping):
+        raise ValueError(f"merge configuration must be a preset name, MergeConfig or mapping, got {config!r}")
+    base = resolve_merge(str(config["preset"])) if "preset" in config else PRESETS["none"]
+    stages = config.get("stages")
+    if stages is None:
+        stages = base.stages
+    else:
+        if len(stages) != NUM_STAGES:
+            raise ValueError(f"merge 'stages' needs {NUM_STAGES} entries, got {len(stages)}")
+        stages = tuple(
+            s if isinstance(s, StageMerge) else StageMerge(
+                _token_merge(s.get("q"), f"stage {i + 1} q"), _token_merge(s.get("kv"), f"stage {i + 1} kv"))
+            for i, s in enumerate(stages))
+    name = str(config.get("name", base.name if "stages" not in config else "custom"))
+    return replace(base, name=name, stages=stages, downsample=int(config.get("downsample", base.downsample)))
