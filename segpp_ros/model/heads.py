@@ -17,6 +17,12 @@ from .layout import pointwise
 Tensor = torch.Tensor
 
 
+def bn_affine(bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
+    """(scale, shift) with bn(x) == x * scale + shift per channel, in eval mode."""
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    return scale, bn.bias - bn.running_mean * scale
+
+
 class ConvBNReLU(nn.Module):
     """1x1 conv (no bias) + BatchNorm + ReLU: mmcv's ConvModule as used by SegformerHead."""
 
@@ -26,7 +32,11 @@ class ConvBNReLU(nn.Module):
         self.bn = nn.BatchNorm2d(out_dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.relu(self.bn(pointwise(x, self.conv.weight)), inplace=True)
+        if self.bn.training:
+            return F.relu(self.bn(pointwise(x, self.conv.weight)), inplace=True)
+        # eval: BN folded into the conv saves a full pass over the (large) output map
+        scale, shift = bn_affine(self.bn)
+        return F.relu(pointwise(x, self.conv.weight.flatten(1) * scale[:, None], shift), inplace=True)
 
 
 def _upsample_sum(parts: list[Tensor], size: torch.Size) -> Tensor:
@@ -36,6 +46,32 @@ def _upsample_sum(parts: list[Tensor], size: torch.Size) -> Tensor:
     for part in parts[1:]:
         total = total.add_(F.interpolate(part, size=size, mode="bilinear", align_corners=False))
     return total
+
+
+def fuse_and_classify(maps: list[Tensor], weights: list[Tensor], bias: Tensor | None, bn: nn.BatchNorm2d,
+                      dropout: nn.Module, classifier: nn.Conv2d) -> Tensor:
+    """classifier(dropout(relu(bn(sum_i up(W_i m_i) + bias)))).
+
+    maps: [B, C_i, h_i, w_i] with maps[0] at the output size; weights: [ch, C_i].
+    In eval mode the BN is folded into the W_i, and the constant shift rides on the smallest
+    map: bilinear weights sum to one, so it survives resizing and costs almost nothing there.
+    """
+    size = maps[0].shape[-2:]
+    if bn.training:
+        x = _upsample_sum([pointwise(m, w) for m, w in zip(maps, weights)], size)
+        if bias is not None:
+            x = x + bias[None, :, None, None]
+        x = bn(x)
+    else:
+        scale, shift = bn_affine(bn)
+        if bias is not None:
+            shift = shift + scale * bias
+        last = len(maps) - 1
+        parts = [pointwise(m, w * scale[:, None], shift if i == last else None)
+                 for i, (m, w) in enumerate(zip(maps, weights))]
+        x = _upsample_sum(parts, size)
+    x = F.relu(x, inplace=True)
+    return pointwise(dropout(x), classifier.weight, classifier.bias)
 
 
 class FusionHead(nn.Module):
@@ -55,10 +91,9 @@ class FusionHead(nn.Module):
         self.classifier = nn.Conv2d(channels, num_outputs, 1)
 
     def forward(self, features: list[Tensor]) -> Tensor:
-        fuse_weights = self.fuse.conv.weight.flatten(1).split(self.channels, dim=1)
-        parts = [pointwise(conv(f), wk) for f, conv, wk in zip(features, self.convs, fuse_weights)]
-        x = F.relu(self.fuse.bn(_upsample_sum(parts, features[0].shape[-2:])), inplace=True)
-        return pointwise(self.dropout(x), self.classifier.weight, self.classifier.bias)
+        maps = [conv(f) for f, conv in zip(features, self.convs)]
+        weights = list(self.fuse.conv.weight.flatten(1).split(self.channels, dim=1))
+        return fuse_and_classify(maps, weights, None, self.fuse.bn, self.dropout, self.classifier)
 
 
 class MLPHead(nn.Module):
@@ -67,7 +102,8 @@ class MLPHead(nn.Module):
     Per stage Linear (with bias) to ``channels``; bilinear resize; concatenation in reverse
     stage order (4..1); 1x1 conv (no bias) + BN + ReLU; dropout; 1x1 classifier.
     Everything before the BN is linear, so each stage's Linear and fusion slice collapse
-    into one C_i -> channels map applied at the stage's own resolution.
+    into one C_i -> channels map applied at the stage's own resolution; the Linear biases
+    become one per-channel constant (bilinear weights sum to one, so resizing keeps it).
     features: 4 x [B, C_i, h_i, w_i] -> [B, num_outputs, h_1, w_1] (channels-last).
     """
 
@@ -83,15 +119,9 @@ class MLPHead(nn.Module):
     def forward(self, features: list[Tensor]) -> Tensor:
         n = len(features)
         fuse = self.fuse.weight.flatten(1).split(self.channels, dim=1)   # slice k belongs to stage n-1-k
-        parts, bias = [], 0.0
-        for i, (f, linear) in enumerate(zip(features, self.linear_c)):
-            wf = fuse[n - 1 - i]
-            parts.append(pointwise(f, wf @ linear.weight))
-            # bilinear weights sum to one, so a per-channel constant survives resizing unchanged
-            bias = bias + wf @ linear.bias
-        x = _upsample_sum(parts, features[0].shape[-2:]) + bias[None, :, None, None]
-        x = F.relu(self.bn(x), inplace=True)
-        return pointwise(self.dropout(x), self.classifier.weight, self.classifier.bias)
+        weights = [fuse[n - 1 - i] @ linear.weight for i, linear in enumerate(self.linear_c)]
+        bias = sum(fuse[n - 1 - i] @ linear.bias for i, linear in enumerate(self.linear_c))
+        return fuse_and_classify(features, weights, bias, self.bn, self.dropout, self.classifier)
 
 
 HEADS: dict[str, type[nn.Module]] = {"mmseg": FusionHead, "hf": MLPHead}
