@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping
 import torch
 import torch.nn.functional as F
 
+from .layout import grid_to_tokens, tokens_to_grid
 from .spec import NUM_STAGES
 
 Tensor = torch.Tensor
@@ -212,13 +213,11 @@ def neighbour_merge_2d(x: Tensor, h: int, w: int, setting: TokenMerge) -> Merge:
     unmerge copies each cell's output back to all of its positions (nearest upsampling).
     x: [B, N, C] with N == h * w, row-major.
     """
-    B = x.shape[0]
     sy, sx = setting.cell
 
     def merge(t: Tensor) -> Tensor:
-        grid = t.transpose(1, 2).view(B, t.shape[-1], h, w)       # channels-last view, no copy
-        pooled = F.avg_pool2d(grid, (sy, sx), (sy, sx), ceil_mode=True)
-        return pooled.flatten(2).transpose(1, 2)
+        # pooling the channels-last view is >10x faster than pooling a strided NCHW one
+        return grid_to_tokens(F.avg_pool2d(tokens_to_grid(t, h, w), (sy, sx), (sy, sx), ceil_mode=True))
 
     slots = _cell_slots(h, w, sy, sx, x.device)
 

@@ -1,0 +1,18 @@
+"""pip installation of the segpp_ros Python package (the ROS package build installs it too)."""
+from setuptools import find_packages, setup
+
+setup(
+    name="segpp",
+    version="0.1.0",
+    description="SegFormer++ (SegFormer with token merging) semantic segmentation and keypoints for ROS 2",
+    license="Apache-2.0",
+    packages=find_packages(include=["segpp_ros", "segpp_ros.*"]),
+    python_requires=">=3.10",
+    install_requires=["torch>=2.3", "numpy>=1.26", "safetensors>=0.4", "tqdm>=4.60"],
+    entry_points={
+        "console_scripts": [
+            "segpp-bench = segpp_ros.cli.bench:main",
+            "segpp-convert = segpp_ros.cli.convert:main",
+        ],
+    },
+)
