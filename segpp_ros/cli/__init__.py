@@ -1,0 +1,1 @@
+"""Command-line tools (checkpoint conversion; later benchmark and offline runner)."""
