@@ -6,6 +6,7 @@ interleaved (the order rotates every round), so drift of the machine hits every 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -15,7 +16,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -73,6 +74,20 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Silence the profiler's native start/stop lines (written straight to fd 2)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float | None:
     """Peak bytes allocated during one call of fn, above what was allocated before it."""
     if device.type == "cuda":
@@ -83,7 +98,8 @@ def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float | No
         torch.cuda.synchronize(device)
         return (torch.cuda.max_memory_allocated(device) - base) / 2**20
     try:
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        with _quiet_native_stderr(), torch.profiler.profile(
+                activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
             fn()
         events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
                         key=lambda e: e.start_ns())
@@ -191,9 +207,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parsed arguments with the comma-separated preset list split."""
     args = build_parser().parse_args(argv)
     args.presets = [p for p in args.presets.split(",") if p]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     unknown = [p for p in args.presets if p not in PRESETS]
     if unknown:
         print(f"segpp-bench: unknown preset(s) {unknown}; choose from {', '.join(PRESETS)}", file=sys.stderr)

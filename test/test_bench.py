@@ -1,0 +1,42 @@
+"""segpp-bench end to end on a tiny input: every preset row, JSON output, bad arguments."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from segpp_ros.cli import bench
+
+
+def test_bench_runs_every_preset_and_writes_json(tmp_path, capsys) -> None:
+    out = tmp_path / "deep" / "bench.json"
+    code = bench.main(["--sizes", "64x96", "--iters", "2", "--warmup", "0", "--classes", "3",
+                       "--json", str(out)])
+    assert code == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["strategy"] for r in rows] == ["none", "hq", "fast", "2x2", "downsample"]
+    none = rows[0]
+    assert none["speedup"] == 1.0 and none["agreement"] == 1.0
+    assert all(r["median_ms"] > 0 and r["size"] == "64x96" for r in rows)
+    assert all(r["peak_mb"] is None or r["peak_mb"] >= 0 for r in rows)
+    assert "| b0 | 64x96 | cpu | fp32 | 1 | hq |" in capsys.readouterr().out
+
+
+def test_bench_against_hf_adds_a_row() -> None:
+    cpu = torch.device("cpu")
+    ours, hf = bench.hf_pair("b0", 3, cpu, torch.float32)
+    args = bench.parse_args(["--iters", "1", "--warmup", "0", "--presets", "none", "--no-memory"])
+    rows = bench.run_case(ours, hf, "b0", (64, 64), "fp32", args, cpu)
+    assert [r.strategy for r in rows] == ["none", bench.HF_ROW]
+    assert rows[1].agreement == 1.0       # same weights, same function
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--presets", "none,turbo"], "unknown preset"),
+    (["--precision", "fp8"], "--precision"),
+    (["--sizes", "16x16"], "at least 32"),
+])
+def test_bench_rejects_bad_arguments(argv, message, capsys) -> None:
+    assert bench.main(argv) == 2
+    assert message in capsys.readouterr().err
