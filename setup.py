@@ -13,6 +13,7 @@ setup(
         "console_scripts": [
             "segpp-bench = segpp_ros.cli.bench:main",
             "segpp-convert = segpp_ros.cli.convert:main",
+            "segpp-train = segpp_ros.cli.train:main",
         ],
     },
 )
