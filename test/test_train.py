@@ -220,3 +220,13 @@ def test_cli_trains_resumes_and_rejects_held_out_seeds(tmp_path, monkeypatch, ca
     assert model.meta["training"]["command"].startswith("segpp-train --steps 2")
     assert cli.main(["--seed", str(T.HELD_OUT_SEED_BASE - 1), *argv]) == 2
     assert "held-out" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("task", ["seg", "pose"])
+def test_real_renderers_feed_training(tmp_path, task: str) -> None:
+    pytest.importorskip("segpp_ros.data.scenes")
+    pytest.importorskip("segpp_ros.data.pose")
+    pytest.importorskip("segpp_ros.keypoints")
+    config = tiny_config(tmp_path, task, steps=2, batch_size=1, workers=1)
+    result = T.train(config, progress=False)                 # default dataset_factory: the real renderers
+    assert result.model_path is not None and all(math.isfinite(v) for v in result.losses)
