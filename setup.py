@@ -8,12 +8,14 @@ setup(
     license="Apache-2.0",
     packages=find_packages(include=["segpp_ros", "segpp_ros.*"]),
     python_requires=">=3.10",
-    install_requires=["torch>=2.3", "numpy>=1.26", "safetensors>=0.4", "tqdm>=4.60"],
+    install_requires=["torch>=2.3", "numpy>=1.26", "safetensors>=0.4", "tqdm>=4.60", "opencv-python-headless>=4.8"],
+    package_data={"segpp_ros.weights": ["*.safetensors"]},
     entry_points={
         "console_scripts": [
             "segpp-bench = segpp_ros.cli.bench:main",
             "segpp-convert = segpp_ros.cli.convert:main",
             "segpp-train = segpp_ros.cli.train:main",
+            "segpp-fidelity = segpp_ros.cli.fidelity:main",
         ],
     },
 )

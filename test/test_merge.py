@@ -180,3 +180,17 @@ def test_training_with_merging_backpropagates() -> None:
     out.mean().backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_cached_merge_indices_from_inference_mode_serve_training() -> None:
+    """Partition/cell indices are cached per grid: one built under inference_mode must not
+    poison a later training step ('inference tensors cannot be saved for backward')."""
+    model = build_model(TINY, num_classes=3).eval()
+    x = torch.randn(1, 3, 136, 168)
+    for preset in ("hq", "2x2"):
+        model.set_merge(preset)
+        with torch.inference_mode():
+            model(x)
+        model.train()
+        model(x).sum().backward()
+        model.eval()

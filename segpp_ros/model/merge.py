@@ -135,6 +135,11 @@ def _bipartite_partition(h: int, w: int, sy: int, sx: int, device: torch.device)
     The top-left token of every full sy x sx cell is a destination; every other token,
     including the ragged rows/columns at the bottom/right border, is a source.
     """
+    with torch.inference_mode(False):     # cached: must stay usable by code that records gradients
+        return _build_partition(h, w, sy, sx, device)
+
+
+def _build_partition(h: int, w: int, sy: int, sx: int, device: torch.device) -> tuple[Tensor, Tensor]:
     is_dst = torch.zeros(h, w, dtype=torch.bool)
     is_dst[0:(h // sy) * sy:sy, 0:(w // sx) * sx:sx] = True
     flat = is_dst.flatten()
@@ -202,9 +207,10 @@ def bipartite_soft_matching_2d(x: Tensor, h: int, w: int, setting: TokenMerge) -
 @functools.lru_cache(maxsize=128)
 def _cell_slots(h: int, w: int, sy: int, sx: int, device: torch.device) -> Tensor:
     """[h * w] index of the sy x sx cell (row-major over the ceil-sized cell grid) of each token."""
-    rows = torch.arange(h) // sy
-    cols = torch.arange(w) // sx
-    return (rows[:, None] * math.ceil(w / sx) + cols[None, :]).flatten().to(device)
+    with torch.inference_mode(False):     # cached: must stay usable by code that records gradients
+        rows = torch.arange(h) // sy
+        cols = torch.arange(w) // sx
+        return (rows[:, None] * math.ceil(w / sx) + cols[None, :]).flatten().to(device)
 
 
 @register("n2d")
