@@ -18,9 +18,9 @@ venv: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-# Main job until the ROS node lands: every merge preset of MiT-B0 on this machine.
+# Main job until the ROS node lands: the embedded model on held-out synthetic street scenes.
 demo: $(STAMP)
-	$(VENV)/bin/segpp-bench --variants b0 --sizes 512x1024 --iters 5 --warmup 1
+	$(VENV)/bin/segpp-demo --scenes 8 --size 512x1024 --out out/demo
 
 # README figures (CPU, 2 threads, B0, batch 1, 19 classes, all rows in one run per table).
 bench: $(STAMP)

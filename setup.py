@@ -16,6 +16,7 @@ setup(
             "segpp-convert = segpp_ros.cli.convert:main",
             "segpp-train = segpp_ros.cli.train:main",
             "segpp-fidelity = segpp_ros.cli.fidelity:main",
+            "segpp-demo = segpp_ros.cli.demo:main",
         ],
     },
 )

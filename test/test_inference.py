@@ -1,0 +1,67 @@
+"""Inference core and the offline demo on a tiny saved model."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from segpp_ros.cli import demo
+from segpp_ros.data.classes import CITYSCAPES_CLASSES
+from segpp_ros.inference import Segmenter, network_size
+from segpp_ros.model import build_model, save_model
+from segpp_ros.preprocess import to_tensor
+
+from .conftest import TINY, randomize_batchnorm
+
+
+@pytest.fixture
+def tiny_weights(tmp_path):
+    model = randomize_batchnorm(build_model(TINY, num_classes=4, meta={
+        "classes": ["a", "b", "c", "d"], "palette": [[1, 2, 3], [4, 5, 6], [7, 8, 9], [10, 11, 12]]}))
+    path = tmp_path / "tiny.safetensors"
+    save_model(model.eval(), path)
+    return path, model
+
+
+def test_labels_equal_the_model_argmax_at_input_resolution(tiny_weights) -> None:
+    path, model = tiny_weights
+    seg = Segmenter(path, device="cpu", merge="hq")
+    image = np.random.default_rng(0).integers(0, 256, (70, 101, 3), dtype=np.uint8)
+    result = seg(image)
+    model.set_merge("hq")
+    with torch.inference_mode():
+        logits = F.interpolate(model(to_tensor(image)), size=(70, 101), mode="bilinear", align_corners=False)
+    assert result.labels.shape == (70, 101) and result.labels.dtype == np.uint8
+    assert np.array_equal(result.labels, logits.argmax(1)[0].numpy())
+    assert seg.classes == ["a", "b", "c", "d"]
+    assert seg.colorize(result.labels)[0, 0].tolist() == seg.palette[result.labels[0, 0]].tolist()
+    assert seg.overlay(image, result.labels, 1.0).tolist() == seg.colorize(result.labels).tolist()
+
+
+def test_max_side_and_network_output(tiny_weights) -> None:
+    seg = Segmenter(tiny_weights[0], device="cpu", max_side=64)
+    image = np.zeros((100, 200, 3), np.uint8)
+    assert network_size(100, 200, 64) == (32, 64)
+    assert seg(image).labels.shape == (100, 200)
+    assert seg(image, output="network").labels.shape == (32, 64)
+
+
+def test_bad_settings_are_clear_errors(tiny_weights) -> None:
+    with pytest.raises(ValueError, match="precision"):
+        Segmenter(tiny_weights[0], device="cpu", precision="int8")
+    seg = Segmenter(tiny_weights[0], device="cpu")
+    with pytest.raises(ValueError, match="RGB uint8"):
+        seg(np.zeros((10, 10), np.uint8))
+
+
+def test_demo_writes_pngs_and_reports(tmp_path, capsys) -> None:
+    weights = tmp_path / "street.safetensors"
+    save_model(build_model(TINY, num_classes=19, meta={"classes": list(CITYSCAPES_CLASSES)}).eval(), weights)
+    out = tmp_path / "demo"
+    code = demo.main(["--weights", str(weights), "--scenes", "2", "--size", "64x128", "--out", str(out)])
+    assert code == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [f"scene00{i}_{k}.png" for i in range(2) for k in ("color", "label", "overlay")]
+    text = capsys.readouterr().out
+    assert "mIoU over all frames" in text and "frames/s" in text
