@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from .model import MergeConfig, SegFormerPP, load_model
 from .model.runtime import keep_freed_memory
 from .preprocess import to_tensor
+from .timing import timed
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -79,10 +80,6 @@ class Segmenter:
     def set_merge(self, merge: str | MergeConfig | Mapping[str, Any]) -> MergeConfig:
         return self.model.set_merge(merge)
 
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
     @torch.inference_mode()
     def __call__(self, image: np.ndarray, output: str = "input") -> Segmentation:
         """image: [H, W, 3] uint8 RGB -> Segmentation (labels [H, W] or at network size)."""
@@ -94,11 +91,7 @@ class Segmenter:
         nh, nw = network_size(h, w, self.max_side)
         if (nh, nw) != (h, w):
             x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
-        self._sync()
-        t0 = time.perf_counter()
-        logits = self.model(x)
-        self._sync()
-        network_ms = (time.perf_counter() - t0) * 1000
+        logits, network_ms = timed(lambda: self.model(x), self.device)
         size = (h, w) if output == "input" else (nh, nw)
         logits = F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
         labels = logits.argmax(1)[0].to(torch.int32).cpu().numpy().astype(self.label_dtype)

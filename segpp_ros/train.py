@@ -34,6 +34,7 @@ from .data.classes import (CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, COCO_FLIP_PAI
 from .model import PRESETS, MiTSpec, SegFormerPP, build_model, get_spec, save_model
 from .model.segformer import TASKS
 from .preprocess import to_tensor
+from .timing import peak_memory_mb, rotated, timed
 
 Tensor = torch.Tensor
 Batch = dict[str, Tensor]
@@ -381,23 +382,15 @@ class Trainee:
         return value
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def timed_step(trainee: Trainee, batch: Batch) -> tuple[float, float]:
     """(loss, seconds) of one update, the device's queue drained."""
     device = next(trainee.model.parameters()).device
-    start = time.perf_counter()
-    loss = trainee.step(batch)
-    _sync(device)
-    return loss, time.perf_counter() - start
+    loss, ms = timed(lambda: trainee.step(batch), device)
+    return loss, ms / 1000
 
 
 def measured_step(trainee: Trainee, batch: Batch) -> tuple[float, float | None]:
     """(loss, peak MB above the state before it) of one update, under the memory profiler."""
-    from .cli.bench import peak_memory_mb
     losses: list[float] = []
     peak = peak_memory_mb(lambda: losses.append(trainee.step(batch)), next(trainee.model.parameters()).device)
     return losses[0], peak
@@ -540,7 +533,6 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after: int | None =
     left out of the step times.
     """
     config.validate()
-    device = torch.device(config.device)
     trainee, start, recent = _prepare(config, resume)
     end = config.steps if stop_after is None else max(start, min(stop_after, config.steps))
     result = TrainResult(trainee.model, start)
@@ -591,11 +583,6 @@ class PresetRow:
     loss: float          # of the last timed update: same data and start, so the presets compare
 
 
-def _rotated(items: Sequence[str], k: int) -> list[str]:
-    k %= len(items)
-    return list(items[k:]) + list(items[:k])
-
-
 def measure_training_presets(config: TrainConfig, presets: Sequence[str] = ("none", "hq", "fast", "2x2"),
                              steps: int = 5, warmup: int = 1,
                              dataset_factory: DatasetFactory = make_dataset) -> list[PresetRow]:
@@ -619,7 +606,7 @@ def measure_training_presets(config: TrainConfig, presets: Sequence[str] = ("non
     times: dict[str, list[float]] = {p: [] for p in presets}
     losses: dict[str, float] = {}
     for i, batch in enumerate(batches):
-        for preset in _rotated(presets, i):
+        for preset in rotated(presets, i):
             losses[preset], seconds = timed_step(trainees[preset], batch)
             if i >= warmup:
                 times[preset].append(seconds)

@@ -6,7 +6,6 @@ interleaved (the order rotates every round), so drift of the machine hits every 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -14,14 +13,14 @@ import platform
 import statistics
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 
 from ..model import PRESETS, SegFormerPP, build_model
 from ..model.runtime import keep_freed_memory
+from ..timing import peak_memory_mb, rotated, timed
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 HF_ROW = "hf-transformers"
@@ -69,49 +68,6 @@ def synthetic_batch(batch: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
     return torch.stack(images)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-@contextlib.contextmanager
-def _quiet_native_stderr() -> Iterator[None]:
-    """Silence the profiler's native start/stop lines (written straight to fd 2)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with open(os.devnull, "w") as devnull:
-        os.dup2(devnull.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
-def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float | None:
-    """Peak bytes allocated during one call of fn, above what was allocated before it."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        base = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        fn()
-        torch.cuda.synchronize(device)
-        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
-    try:
-        with _quiet_native_stderr(), torch.profiler.profile(
-                activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
-            fn()
-        events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
-                        key=lambda e: e.start_ns())
-    except (AttributeError, RuntimeError):
-        return None
-    current = peak = 0
-    for event in events:
-        current += event.nbytes()
-        peak = max(peak, current)
-    return peak / 2**20
-
-
 def hf_pair(variant: str, num_classes: int, device: torch.device, dtype: torch.dtype
             ) -> tuple[SegFormerPP, torch.nn.Module]:
     """HF transformers' SegFormer and our model loaded from the very same saved weights."""
@@ -156,12 +112,8 @@ def run_case(model: SegFormerPP, hf: torch.nn.Module | None, variant: str, size:
         times: dict[str, list[float]] = {name: [] for name in calls}
         names = list(calls)
         for i in range(args.iters):
-            for name in names[i % len(names):] + names[:i % len(names)]:
-                _sync(device)
-                start = time.perf_counter()
-                calls[name]()
-                _sync(device)
-                times[name].append((time.perf_counter() - start) * 1000)
+            for name in rotated(names, i):
+                times[name].append(timed(calls[name], device)[1])
     base = statistics.median(times["none"]) if "none" in times else math.nan
     rows = []
     for name in names:

@@ -12,9 +12,7 @@ import math
 import os
 import statistics
 import sys
-import time
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -23,6 +21,7 @@ import torch.nn.functional as F
 from ..metrics import confusion_matrix, mean_iou, pck
 from ..model import PRESETS, SegFormerPP, load_model
 from ..model.runtime import keep_freed_memory
+from ..timing import rotated, timed
 from ..train import HELD_OUT_SEED_BASE
 from .bench import parse_size
 
@@ -38,21 +37,6 @@ class FidelityRow:
     median_ms: float
     speedup: float
     extra: float | None = None       # PCK@0.05 for pose rows
-
-
-def _rotated(items: list[str], i: int) -> list[str]:
-    k = i % len(items)
-    return items[k:] + items[:k]
-
-
-def _timed(fn: Callable[[], torch.Tensor], device: torch.device) -> tuple[torch.Tensor, float]:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    out = fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return out, (time.perf_counter() - start) * 1000
 
 
 def _finish(rows: list[FidelityRow]) -> list[FidelityRow]:
@@ -77,9 +61,9 @@ def evaluate_segmentation(model: SegFormerPP, size: tuple[int, int], seeds: list
         for i, seed in enumerate(seeds):
             scene = render_scene(seed, *size)
             x = to_tensor(scene.image).to(device, next(model.parameters()).dtype)
-            for preset in _rotated(presets, i):
+            for preset in rotated(presets, i):
                 model.set_merge(preset)
-                logits, ms = _timed(lambda: model(x), device)
+                logits, ms = timed(lambda: model(x), device)
                 if i > 0:                       # the first sample doubles as warm-up
                     times[preset].append(ms)
                 pred = F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False).argmax(1)
@@ -116,9 +100,9 @@ def evaluate_pose(model: SegFormerPP, seeds: list[int], presets: list[str], batc
     with torch.inference_mode():
         for i in range(0, len(samples), batch):
             x = to_tensor(np.stack([s.image for s in samples[i:i + batch]])).to(device, dtype)
-            for preset in _rotated(presets, i // batch):
+            for preset in rotated(presets, i // batch):
                 model.set_merge(preset)
-                heatmaps, ms = _timed(lambda: model(x), device)
+                heatmaps, ms = timed(lambda: model(x), device)
                 if i > 0:
                     times[preset].append(ms)
                 preds[preset].append(decode_heatmaps(heatmaps.float().cpu().numpy()))
