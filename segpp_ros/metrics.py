@@ -51,3 +51,17 @@ def pck(pred: np.ndarray, target: np.ndarray, boxes: np.ndarray, alpha: float) -
     size = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])[:, None]
     dist = np.linalg.norm(pred[..., :2] - target[..., :2], axis=-1)
     return float(100.0 * (dist[labelled] <= (alpha * size).repeat(target.shape[1], 1)[labelled]).mean())
+
+
+def keypoint_boxes(keypoints: np.ndarray) -> np.ndarray:
+    """[N, K, 3] (x, y, v) -> [N, 4] box of each person's labelled (v > 0) joints.
+
+    PCK's normaliser where no person box is at hand (top-down crops): the extent of the
+    ground-truth skeleton itself. Persons without labelled joints get an empty box.
+    """
+    boxes = np.zeros((len(keypoints), 4), np.float64)
+    for i, kp in enumerate(keypoints):
+        pts = kp[kp[:, 2] > 0, :2]
+        if len(pts):
+            boxes[i] = [*pts.min(0), *pts.max(0)]
+    return boxes

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from segpp_ros.metrics import confusion_matrix, iou_per_class, mean_iou, pck
+from segpp_ros.metrics import confusion_matrix, iou_per_class, keypoint_boxes, mean_iou, pck
 
 
 def test_confusion_and_miou_by_hand() -> None:
@@ -38,3 +38,8 @@ def test_pck_threshold_scales_with_box_and_skips_unlabelled() -> None:
     assert pck(pred, target, boxes, 0.1) == pytest.approx(50.0)    # 4 <= 5 < 6
     assert pck(pred, target, boxes, 0.2) == pytest.approx(100.0)
     assert pck(pred, target, boxes, 0.05) == pytest.approx(0.0)
+
+
+def test_keypoint_boxes_span_labelled_joints_only() -> None:
+    kps = np.array([[[5, 9, 2], [1, 3, 1], [100, 100, 0]], [[0, 0, 0], [0, 0, 0], [0, 0, 0]]], float)
+    assert keypoint_boxes(kps).tolist() == [[1, 3, 5, 9], [0, 0, 0, 0]]

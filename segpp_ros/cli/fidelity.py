@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..metrics import confusion_matrix, mean_iou, pck
+from ..metrics import confusion_matrix, keypoint_boxes, mean_iou, pck
 from ..model import PRESETS, SegFormerPP, load_model
 from ..model.runtime import keep_freed_memory
 from ..timing import rotated, timed
@@ -74,16 +74,6 @@ def evaluate_segmentation(model: SegFormerPP, size: tuple[int, int], seeds: list
                                 round(statistics.median(times[p] or [math.nan]), 1), 1.0) for p in presets])
 
 
-def _keypoint_boxes(keypoints: np.ndarray) -> np.ndarray:
-    """[N, K, 3] -> [N, 4] box of the labelled joints (PCK's normaliser for crops)."""
-    boxes = np.zeros((len(keypoints), 4), np.float64)
-    for i, kp in enumerate(keypoints):
-        pts = kp[kp[:, 2] > 0, :2]
-        if len(pts):
-            boxes[i] = [*pts.min(0), *pts.max(0)]
-    return boxes
-
-
 def evaluate_pose(model: SegFormerPP, seeds: list[int], presets: list[str], batch: int,
                   device: torch.device) -> list[FidelityRow]:
     """PCK@0.1 and PCK@0.05 on held-out crops, and latency of one batch, per preset."""
@@ -107,7 +97,7 @@ def evaluate_pose(model: SegFormerPP, seeds: list[int], presets: list[str], batc
                     times[preset].append(ms)
                 preds[preset].append(decode_heatmaps(heatmaps.float().cpu().numpy()))
     model.set_merge("none")
-    boxes = _keypoint_boxes(target)
+    boxes = keypoint_boxes(target)
     rows = []
     for p in presets:
         pred = np.concatenate(preds[p])
