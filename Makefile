@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.segpp-installed
 
-.PHONY: venv test demo bench clean
+.PHONY: venv test demo bench train-models fidelity clean
 
 $(STAMP): requirements/base.txt requirements/test.txt setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,24 @@ bench: $(STAMP)
 		--presets none,hq,fast,2x2 --json out/bench-b0-hf.json
 	$(VENV)/bin/segpp-bench --threads 2 --variants b2 --sizes 1024x1024 --warmup 2 --iters 8 \
 		--json out/bench-b2.json
+
+# Reproduce the embedded default models (see README: both ran concurrently, one thread each).
+SEG_RUN ?= out/seg-b0
+POSE_RUN ?= out/pose-b0
+train-models: $(STAMP)
+	$(PY) -m segpp_ros.train --task seg --variant b0 --steps 1700 --batch-size 4 --crop 384x384 --lr 4e-4 \
+		--warmup-steps 150 --grad-clip 1.0 --seed 0 --workers 1 --threads 1 --fp16 --ckpt-every 100 \
+		--log-every 50 --no-progress --out $(SEG_RUN) & \
+	$(PY) -m segpp_ros.train --task pose --variant b0 --input-size 256x192 --steps 2800 --batch-size 8 \
+		--lr 4e-4 --warmup-steps 200 --grad-clip 1.0 --seed 0 --workers 1 --threads 1 --fp16 --ckpt-every 100 \
+		--log-every 50 --no-progress --out $(POSE_RUN) & \
+	wait
+	cp $(SEG_RUN)/model.safetensors segpp_ros/weights/segpp_b0_synthstreet_seg.safetensors
+	cp $(POSE_RUN)/model.safetensors segpp_ros/weights/segpp_b0_synthstreet_pose.safetensors
+
+# Fidelity study for README: accuracy and speed-up of every preset in one run.
+fidelity: $(STAMP)
+	$(VENV)/bin/segpp-fidelity --threads 2 --scenes 20 --pose-samples 256 --json out/fidelity.json
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

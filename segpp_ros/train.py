@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from .data.classes import (CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, COCO_FLIP_PAIRS, COCO_KEYPOINTS, COCO_SKELETON,
                            IGNORE_INDEX)
-from .model import PRESETS, MiTSpec, SegFormerPP, build_model, get_spec, save_model
+from .model import PRESETS, MiTSpec, SegFormerPP, build_model, get_spec, load_model, save_model
 from .model.segformer import TASKS
 from .preprocess import to_tensor
 from .timing import peak_memory_mb, rotated, timed
@@ -69,6 +69,7 @@ class TrainConfig:
     grad_clip: float = 0.0                       # max gradient norm; 0: off
     drop_path: float = 0.1
     seed: int = 0
+    init: str | None = None                      # start from these weights (fine-tuning); None: random
     # runtime: how, not what, is trained
     workers: int = 1
     device: str = "cpu"
@@ -296,11 +297,16 @@ def task_meta(config: TrainConfig) -> dict[str, Any]:
 
 
 def build_training_model(config: TrainConfig) -> SegFormerPP:
-    """Random model of the configuration, seeded by ``config.seed``, merge preset active, train mode."""
+    """Model of the configuration, merge preset active, train mode: random (seeded by
+    ``config.seed``) or, with ``config.init``, starting from that checkpoint's weights."""
     torch.manual_seed(config.seed)
     model = build_model(config.variant, config.task, num_classes=config.outputs, num_keypoints=config.outputs,
                         head=config.head, meta=task_meta(config), drop_path_rate=config.drop_path,
                         merge=config.merge)
+    if config.init:
+        # load_model checks the file against the run: same variant, task and number of outputs
+        source = load_model(config.init, variant=config.variant, task=config.task, num_classes=config.outputs)
+        model.load_state_dict(source.state_dict())
     return model.to(config.device).train()
 
 

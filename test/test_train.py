@@ -230,3 +230,14 @@ def test_real_renderers_feed_training(tmp_path, task: str) -> None:
     config = tiny_config(tmp_path, task, steps=2, batch_size=1, workers=1)
     result = T.train(config, progress=False)                 # default dataset_factory: the real renderers
     assert result.model_path is not None and all(math.isfinite(v) for v in result.losses)
+
+
+def test_init_starts_from_given_weights_and_checks_them(tmp_path) -> None:
+    first = run(tiny_config(tmp_path / "a", steps=2))
+    trained = load_model(first.model_path, task="seg")
+    config = tiny_config(tmp_path / "b", init=str(first.model_path), seed=100)
+    model = T.build_training_model(config)
+    for name, value in trained.state_dict().items():
+        assert torch.equal(model.state_dict()[name], value), name
+    with pytest.raises(Exception, match="task"):
+        T.build_training_model(tiny_config(tmp_path / "c", task="pose", init=str(first.model_path)))

@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grad-clip", type=float, help="max gradient norm (default off)")
     p.add_argument("--drop-path", type=float, help=f"stochastic depth rate, default {d.drop_path}")
     p.add_argument("--seed", type=int, help="first training sample seed and init seed, default 0")
+    p.add_argument("--init", metavar="WEIGHTS", help="start from these weights (any format load_model reads) "
+                   "with a fresh schedule, e.g. a second phase on new seeds (--seed past the first run's)")
     p.add_argument("--workers", type=int, help=f"rendering processes, default {d.workers}")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--out", help="output directory, default out/<task>-<variant>")
