@@ -78,6 +78,7 @@ class TrainConfig:
     log_every: int = 50
     fp16: bool = False
     command: str = ""
+    commit: str | None = None                    # source commit when the run was defined
 
     @property
     def outputs(self) -> int:
@@ -123,7 +124,7 @@ class TrainConfig:
         return cls(**values)
 
 
-RUNTIME_FIELDS = frozenset({"workers", "device", "out", "ckpt_every", "log_every", "fp16", "command"})
+RUNTIME_FIELDS = frozenset({"workers", "device", "out", "ckpt_every", "log_every", "fp16", "command", "commit"})
 
 
 def defining_changes(saved: TrainConfig, new: TrainConfig) -> list[str]:
@@ -472,7 +473,8 @@ def git_commit() -> str | None:
 def save_final_model(model: SegFormerPP, config: TrainConfig, final_loss: float | None) -> Path:
     """model.safetensors with the task vocabulary and how it was trained in its metadata."""
     model.meta["training"] = {
-        "seed": config.seed, "steps": config.steps, "batch_size": config.batch_size, "commit": git_commit(),
+        "seed": config.seed, "steps": config.steps, "batch_size": config.batch_size,
+        "commit": config.commit or git_commit(),
         "command": config.command or shlex.join(sys.argv), "merge": config.merge, "final_loss": final_loss,
     }
     return save_model(model, Path(config.out) / FINAL_MODEL, fp16=config.fp16)

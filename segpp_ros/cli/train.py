@@ -20,7 +20,7 @@ import torch
 
 from ..model import PRESETS, VARIANTS, CheckpointError
 from ..model.runtime import keep_freed_memory
-from ..train import (TrainConfig, format_preset_table, load_resume_config, measure_training_presets,
+from ..train import (TrainConfig, format_preset_table, git_commit, load_resume_config, measure_training_presets,
                      train)
 from .bench import parse_size
 
@@ -88,7 +88,8 @@ def make_config(args: argparse.Namespace, argv: list[str]) -> TrainConfig:
     given = _overrides(args)
     if args.resume:
         return replace(load_resume_config(given.get("out") or _default_out(given)), **given)
-    config = replace(DEFAULTS, **given, command=shlex.join(["segpp-train", *argv]))
+    # the code that defines the run is the code at its first start, not at its last resume
+    config = replace(DEFAULTS, **given, command=shlex.join(["segpp-train", *argv]), commit=git_commit())
     return config if config.out else replace(config, out=_default_out(given))
 
 

@@ -658,6 +658,9 @@ def save_model(model: SegFormerPP, path: str | os.PathLike, *, fp16: bool = Fals
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata={FORMAT_KEY: description, "segpp_format": FORMAT_VERSION})
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)      # mkstemp creates 0600; a model file is ordinary data
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
