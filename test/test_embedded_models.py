@@ -20,7 +20,7 @@ from segpp_ros.preprocess import to_tensor
 from segpp_ros.train import HELD_OUT_SEED_BASE
 from segpp_ros.weights import DEFAULT_WEIGHTS, default_weights
 
-SEG_MIN_MIOU = 35.0      # measured 41.7 on these two scenes (46.6 over the 20-scene study)
+SEG_MIN_MIOU = 35.0      # measured 43.5 on these two scenes (49.5 over the 20-scene study)
 POSE_MIN_PCK10 = 50.0    # measured 63.6 on these 24 crops (61.4 over the 256-crop study)
 
 
@@ -57,4 +57,5 @@ def test_pose_model_metadata_and_accuracy() -> None:
 @pytest.mark.parametrize("task", ["seg", "pose"])
 def test_training_provenance_is_recorded(task: str) -> None:
     training = load_model(default_weights(task)).meta["training"]
-    assert training["seed"] == 0 and training["steps"] > 0 and training["commit"]
+    assert training["steps"] > 0 and training["commit"] and training["command"].startswith("segpp-train")
+    assert training["seed"] >= 0 and training["final_loss"] > 0
