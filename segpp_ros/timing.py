@@ -5,7 +5,7 @@ import contextlib
 import os
 import sys
 import time
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 import torch
 
@@ -70,3 +70,10 @@ def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float | No
         current += event.nbytes()
         peak = max(peak, current)
     return peak / 2**20
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """A Markdown table (what README figures are pasted from)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)

@@ -34,7 +34,7 @@ from .data.classes import (CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, COCO_FLIP_PAI
 from .model import PRESETS, MiTSpec, SegFormerPP, build_model, get_spec, load_model, save_model
 from .model.segformer import TASKS
 from .preprocess import to_tensor
-from .timing import peak_memory_mb, rotated, timed
+from .timing import markdown_table, peak_memory_mb, rotated, timed
 
 Tensor = torch.Tensor
 Batch = dict[str, Tensor]
@@ -625,11 +625,9 @@ def measure_training_presets(config: TrainConfig, presets: Sequence[str] = ("non
 
 
 def format_preset_table(rows: Sequence[PresetRow]) -> str:
-    lines = ["| preset | median step s | speed-up | peak MB | loss |", "|---|---|---|---|---|"]
-    for r in rows:
-        peak = "n/a" if r.peak_mb is None else f"{r.peak_mb:.0f}"
-        lines.append(f"| {r.preset} | {r.median_s:.3f} | {r.speedup:.2f}x | {peak} | {r.loss:.4f} |")
-    return "\n".join(lines)
+    return markdown_table(("preset", "median step s", "speed-up", "peak MB", "loss"),
+                          ([r.preset, f"{r.median_s:.3f}", f"{r.speedup:.2f}x",
+                            "n/a" if r.peak_mb is None else f"{r.peak_mb:.0f}", f"{r.loss:.4f}"] for r in rows))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import torch
 
 from ..model import PRESETS, SegFormerPP, build_model
 from ..model.runtime import keep_freed_memory
-from ..timing import peak_memory_mb, rotated, timed
+from ..timing import markdown_table, peak_memory_mb, rotated, timed
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 HF_ROW = "hf-transformers"
@@ -128,12 +128,10 @@ def run_case(model: SegFormerPP, hf: torch.nn.Module | None, variant: str, size:
 def format_table(rows: list[Row]) -> str:
     header = ("variant", "size", "device", "prec", "batch", "strategy", "median ms", "p90 ms",
               "speed-up", "peak MB", "argmax agree")
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in rows:
-        peak = "n/a" if r.peak_mb is None else f"{r.peak_mb:.0f}"
-        lines.append(f"| {r.variant} | {r.size} | {r.device} | {r.precision} | {r.batch} | {r.strategy} | "
-                     f"{r.median_ms:.1f} | {r.p90_ms:.1f} | {r.speedup:.2f}x | {peak} | {100 * r.agreement:.2f}% |")
-    return "\n".join(lines)
+    return markdown_table(header, ([r.variant, r.size, r.device, r.precision, r.batch, r.strategy,
+                                    f"{r.median_ms:.1f}", f"{r.p90_ms:.1f}", f"{r.speedup:.2f}x",
+                                    "n/a" if r.peak_mb is None else f"{r.peak_mb:.0f}",
+                                    f"{100 * r.agreement:.2f}%"] for r in rows))
 
 
 def build_parser() -> argparse.ArgumentParser:

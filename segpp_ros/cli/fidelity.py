@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from ..metrics import confusion_matrix, keypoint_boxes, mean_iou, pck
 from ..model import PRESETS, SegFormerPP, load_model
 from ..model.runtime import keep_freed_memory
-from ..timing import rotated, timed
+from ..timing import markdown_table, rotated, timed
 from ..train import HELD_OUT_SEED_BASE
 from .bench import parse_size
 
@@ -109,13 +109,10 @@ def evaluate_pose(model: SegFormerPP, seeds: list[int], presets: list[str], batc
 
 
 def format_rows(rows: list[FidelityRow]) -> str:
-    lines = ["| task | size | preset | metric | value | Δ vs none | median ms | speed-up | PCK@0.05 |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        extra = "" if r.extra is None else f"{r.extra:.2f}"
-        lines.append(f"| {r.task} | {r.size} | {r.preset} | {r.metric} | {r.value:.2f} | {r.delta:+.2f} | "
-                     f"{r.median_ms:.1f} | {r.speedup:.2f}x | {extra} |")
-    return "\n".join(lines)
+    header = ("task", "size", "preset", "metric", "value", "Δ vs none", "median ms", "speed-up", "PCK@0.05")
+    return markdown_table(header, ([r.task, r.size, r.preset, r.metric, f"{r.value:.2f}", f"{r.delta:+.2f}",
+                                    f"{r.median_ms:.1f}", f"{r.speedup:.2f}x",
+                                    "" if r.extra is None else f"{r.extra:.2f}"] for r in rows))
 
 
 def build_parser() -> argparse.ArgumentParser:
