@@ -7,20 +7,33 @@ STAMP := $(VENV)/.segpp-installed
 
 .PHONY: venv test demo bench train-models fidelity clean
 
-$(STAMP): requirements/base.txt requirements/test.txt setup.py
+VENV_ABS = $(abspath $(VENV))
+# The ROS package (messages, node executable, launch and config files) is built with colcon
+# from PyPI into the venv's own prefix, where the ROS wheels live: processes of the venv then
+# import segpp.msg with no setup.bash. The Python package comes from the editable pip install.
+COLCON = env AMENT_PREFIX_PATH=$(VENV_ABS) CMAKE_PREFIX_PATH=$(VENV_ABS) PATH=$(VENV_ABS)/bin:$$PATH \
+	$(VENV)/bin/colcon --log-base build/colcon/log build --paths . --build-base build/colcon/build \
+	--install-base $(VENV) --merge-install --event-handlers console_direct- \
+	--cmake-args -DPython3_EXECUTABLE=$(VENV_ABS)/bin/python3 -DSEGPP_INSTALL_PYTHON_PACKAGE=OFF
+
+$(STAMP): requirements/base.txt requirements/ros.txt requirements/test.txt setup.py package.xml CMakeLists.txt \
+		msg/*.msg launch/* config/* scripts/*
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements/test.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e .
+	$(COLCON)
 	touch $(STAMP)
 
 venv: $(STAMP)
 
+# ROS tests start DDS: everything runs in a private network namespace with only loopback.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	tools/netns-run $(PY) -m pytest -q
 
-# Main job until the ROS node lands: the embedded model on held-out synthetic street scenes.
+# Main job: the node on the embedded model, a camera publishing the bundled sample sequence,
+# and a sink writing label/colour/overlay images to out/demo (all local: see tools/netns-run).
 demo: $(STAMP)
-	$(VENV)/bin/segpp-demo --scenes 8 --size 512x1024 --out out/demo
+	tools/netns-run $(VENV)/bin/segpp-demo --out out/demo
 
 # README figures (CPU, 2 threads, B0, batch 1, 19 classes, all rows in one run per table).
 bench: $(STAMP)
@@ -53,4 +66,4 @@ fidelity: $(STAMP)
 	$(VENV)/bin/segpp-fidelity --threads 2 --scenes 20 --pose-samples 256 --json out/fidelity.json
 
 clean:
-	rm -rf $(VENV) out .pytest_cache
+	rm -rf $(VENV) out build .pytest_cache

@@ -73,6 +73,12 @@ class Segmenter:
         self.classes = list(self.model.classes or [f"class_{i}" for i in range(n)])
         self.palette = np.array(self.model.palette or default_palette(n), dtype=np.uint8)
 
+    def describe(self) -> str:
+        """One line for logs: variant, head, classes, precision."""
+        m = self.model
+        return (f"SegFormer++ MiT-{m.spec.name.upper()} ({m.head_type} head, {m.num_outputs} classes, "
+                f"{str(self.dtype).removeprefix('torch.')})")
+
     @property
     def label_dtype(self) -> np.dtype:
         return np.dtype(np.uint8 if self.model.num_outputs <= 256 else np.uint16)

@@ -19,6 +19,10 @@ def to_tensor(images: np.ndarray | torch.Tensor, device: torch.device | str | No
     The uint8 batch is moved to ``device`` before the conversion: a quarter of the bytes of
     the float tensor cross the bus.
     """
+    if isinstance(images, np.ndarray) and not images.flags.writeable:
+        # read-only views (mono images broadcast to RGB, buffers of received messages):
+        # torch cannot wrap them, so materialise once
+        images = np.array(images)
     x = torch.as_tensor(images)
     if x.ndim == 3:
         x = x.unsqueeze(0)

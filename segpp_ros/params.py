@@ -1,0 +1,169 @@
+"""Every node parameter, declared once: name, default, description, limits, reload policy.
+
+Pure Python (no rclpy, no torch): the node turns these into ParameterDescriptors, the tests
+check config/segpp.yaml against them, and validation runs here without side effects.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+from .model.merge import NUM_STAGES, PRESETS, STRATEGIES, MergeConfig, StageMerge, TokenMerge, resolve_merge
+
+Value = bool | int | float | str | list[int]
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter. read_only: changing it needs a reload (set it at start).
+
+    choices restricts strings; low/high bound numbers (inclusive); check returns a reason
+    string for an invalid value (None when valid).
+    """
+
+    name: str
+    default: Value
+    description: str
+    read_only: bool = False
+    choices: tuple[str, ...] = ()
+    low: float | None = None
+    high: float | None = None
+    check: Callable[[Any], str | None] | None = None
+
+    def validate(self, value: Any) -> str | None:
+        """None when value is acceptable, else the reason (names the parameter and the fix)."""
+        kind = type(self.default)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if kind is list:
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                               for v in value):
+                return f"{self.name} must be a list of integers, got {value!r}"
+        elif not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            return f"{self.name} must be a {kind.__name__}, got {value!r} ({type(value).__name__})"
+        if self.choices and value not in self.choices:
+            return f"{self.name} must be one of {', '.join(self.choices)}; got {value!r}"
+        if self.low is not None and value < self.low or self.high is not None and value > self.high:
+            return f"{self.name} must be in [{self.low:g}, {self.high:g}]; got {value!r}"
+        return self.check(value) if self.check else None
+
+
+def _device(value: str) -> str | None:
+    if re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+        return None
+    return f"device must be auto, cpu, cuda or cuda:N; got {value!r}"
+
+
+def _cell(value: Sequence[int]) -> str | None:
+    if len(value) != 2 or min(value) < 1:
+        return f"a merge cell is two positive integers [sy, sx]; got {list(value)!r}"
+    return None
+
+
+MERGE_PRESETS: tuple[str, ...] = (*PRESETS, "custom")
+TOKEN_SETS: tuple[str, ...] = ("q", "kv")
+
+
+def merge_specs(prefix: str, what: str) -> list[ParamSpec]:
+    """The merge parameters of one model under ``prefix`` (e.g. 'merge', 'pose.merge').
+
+    ``<prefix>.preset`` picks a preset; with 'custom' the per-stage values
+    ``<prefix>.stage<i>.<q|kv>.{mode,ratio,cell}`` and ``<prefix>.downsample`` apply.
+    """
+    specs = [
+        ParamSpec(f"{prefix}.preset", "none",
+                  f"token merging of the {what} model: a preset, or 'custom' to use the per-stage "
+                  f"{prefix}.stage<i>.* values; takes effect on the next frame", choices=MERGE_PRESETS),
+        ParamSpec(f"{prefix}.downsample", 1, f"custom merging only: input subsampling factor of the {what} model "
+                  "(the logits are upsampled back)", low=1, high=8),
+    ]
+    for i in range(1, NUM_STAGES + 1):
+        for tokens in TOKEN_SETS:
+            role = "queries" if tokens == "q" else "keys/values"
+            base = f"{prefix}.stage{i}.{tokens}"
+            specs += [
+                ParamSpec(f"{base}.mode", "none", f"custom merging only: how stage {i} merges its {role} "
+                          "(bsm: 2-D bipartite soft matching, n2d: neighbour averaging)", choices=tuple(STRATEGIES)),
+                ParamSpec(f"{base}.ratio", 0.0, f"custom merging only, bsm: fraction of stage {i} {role} removed",
+                          low=0.0, high=0.99),
+                ParamSpec(f"{base}.cell", [2, 2], f"custom merging only: grid cell [sy, sx] for stage {i} {role} "
+                          "(bsm: one destination per cell; n2d: cell averaged)", check=_cell),
+            ]
+    return specs
+
+
+def merge_from(values: Mapping[str, Any], prefix: str) -> MergeConfig:
+    """The MergeConfig named by a parameter view (raises ValueError with the reason)."""
+    preset = values[f"{prefix}.preset"]
+    if preset != "custom":
+        return resolve_merge(preset)
+    stages = tuple(
+        StageMerge(*(TokenMerge(values[f"{prefix}.stage{i}.{t}.mode"], values[f"{prefix}.stage{i}.{t}.ratio"],
+                                tuple(values[f"{prefix}.stage{i}.{t}.cell"])) for t in TOKEN_SETS))
+        for i in range(1, NUM_STAGES + 1))
+    return MergeConfig("custom", stages, downsample=int(values[f"{prefix}.downsample"]))
+
+
+SEGMENTATION_SPECS: list[ParamSpec] = [
+    ParamSpec("weights", "", "segmentation weights: our .safetensors, a SegFormer++/mmseg or NVlabs .pth, or a "
+              "Hugging Face folder; empty = the embedded default model", read_only=True),
+    ParamSpec("variant", "", "expected MiT variant (b0..b5); empty accepts what the weights hold, otherwise a "
+              "mismatch stops the node at start", read_only=True, choices=("", "b0", "b1", "b2", "b3", "b4", "b5")),
+    ParamSpec("device", "auto", "auto (first CUDA device, else CPU), cpu, cuda or cuda:N", read_only=True,
+              check=_device),
+    ParamSpec("precision", "fp32", "network precision; fp16 is for CUDA, bf16 for CPUs/GPUs that support it",
+              read_only=True, choices=("fp32", "fp16", "bf16")),
+    ParamSpec("threads", 0, "CPU threads for inference (0: PyTorch's default)", read_only=True, low=0, high=256),
+    ParamSpec("max_side", 1024, "network input size: the image is scaled so its longer side is at most this "
+              "(0: the image's own size)", low=0, high=8192),
+    ParamSpec("output_resolution", "input", "~/label and ~/color size: 'input' (the image's, logits resized "
+              "before the argmax) or 'network'", choices=("input", "network")),
+    ParamSpec("overlay_alpha", 0.5, "weight of the colour mask in ~/overlay", low=0.0, high=1.0),
+    *merge_specs("merge", "segmentation"),
+]
+
+NODE_SPECS: list[ParamSpec] = [
+    ParamSpec("transport", "raw", "input transport: 'raw' subscribes image (sensor_msgs/Image), 'compressed' "
+              "subscribes image/compressed (sensor_msgs/CompressedImage)", read_only=True, choices=("raw", "compressed")),
+    ParamSpec("qos.reliability", "best_effort", "QoS reliability of the image input and the image outputs",
+              read_only=True, choices=("best_effort", "reliable")),
+    ParamSpec("qos.depth", 1, "QoS history depth of the image input and outputs", read_only=True, low=1, high=100),
+    ParamSpec("max_frame_age", 1.0, "drop frames older than this many seconds (node clock minus header stamp) "
+              "and count them; 0 disables", low=0.0, high=3600.0),
+    ParamSpec("warmup_frames", 2, "forward passes before subscribing, so the first frame is not slow",
+              read_only=True, low=0, high=100),
+    ParamSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages", read_only=True,
+              low=0.1, high=60.0),
+    ParamSpec("no_image_warning", 5.0, "warn when no image arrived for this many seconds (0: never)",
+              low=0.0, high=3600.0),
+]
+
+ALL_SPECS: list[ParamSpec] = [*NODE_SPECS, *SEGMENTATION_SPECS]
+SPECS_BY_NAME: dict[str, ParamSpec] = {s.name: s for s in ALL_SPECS}
+
+
+def defaults(specs: Sequence[ParamSpec] = ALL_SPECS) -> dict[str, Value]:
+    return {s.name: s.default for s in specs}
+
+
+def validate_changes(current: Mapping[str, Any], changes: Mapping[str, Any],
+                     specs: Mapping[str, ParamSpec] = SPECS_BY_NAME) -> str | None:
+    """Why a set of changes must be rejected (None: accept). Checks each value, read-only
+    parameters, and that the merge configurations they lead to can be built."""
+    for name, value in changes.items():
+        spec = specs.get(name)
+        if spec is None:
+            continue  # not ours (e.g. use_sim_time): rclpy handles it
+        if spec.read_only:
+            return f"{name} is read-only (it needs a reload): set it at start with --ros-args -p {name}:=..."
+        reason = spec.validate(value)
+        if reason:
+            return reason
+    view = {**current, **changes}
+    for prefix in {n.rsplit(".preset", 1)[0] for n in specs if n.endswith(".preset")}:
+        try:
+            merge_from(view, prefix)
+        except ValueError as err:
+            return f"{prefix}: {err}"
+    return None

@@ -1,0 +1,212 @@
+"""ROS image message <-> numpy conversions, on the real sensor_msgs message classes."""
+from __future__ import annotations
+
+import array
+import sys
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+
+from segpp_ros.conversions import (
+    SUPPORTED_ENCODINGS,
+    ImageFormatError,
+    array_to_image,
+    compressed_to_rgb,
+    image_to_rgb,
+    label_encoding,
+    rgb_to_compressed,
+    rgb_to_image,
+)
+
+H, W = 37, 53  # odd on purpose: no accidental alignment
+
+
+def _header() -> Header:
+    h = Header()
+    h.stamp.sec, h.stamp.nanosec, h.frame_id = 1712345678, 123456789, "camera_optical"
+    return h
+
+
+def _random_rgb(h: int = H, w: int = W) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _smooth_rgb(h: int = 64, w: int = 96) -> np.ndarray:
+    y, x = np.mgrid[0:h, 0:w]
+    return np.stack([x * 255 // (w - 1), y * 255 // (h - 1), (x + y) * 255 // (w + h - 2)],
+                    axis=2).astype(np.uint8)
+
+
+@pytest.mark.parametrize("pad", [0, 5])
+@pytest.mark.parametrize("encoding", SUPPORTED_ENCODINGS)
+def test_round_trip(encoding: str, pad: int) -> None:
+    rgb = _random_rgb()
+    msg = rgb_to_image(rgb, _header(), encoding, pad=pad)
+    bpp = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1, "mono16": 2}[encoding]
+    assert (msg.height, msg.width, msg.step) == (H, W, W * bpp + pad)
+    assert isinstance(msg.data, array.array) and len(msg.data) == msg.step * H
+    out = image_to_rgb(msg)
+    assert out.shape == (H, W, 3) and out.dtype == np.uint8
+    if encoding.startswith("mono"):
+        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)  # mono16 = gray*257: high byte == gray
+        np.testing.assert_array_equal(out, np.repeat(gray[..., None], 3, axis=2))
+    else:
+        np.testing.assert_array_equal(out, rgb)
+
+
+@pytest.mark.parametrize("pad", [0, 5])
+@pytest.mark.parametrize("encoding", ["rgb8", "rgba8", "mono8", "mono16"])
+def test_zero_copy(encoding: str, pad: int) -> None:
+    msg = rgb_to_image(_random_rgb(), _header(), encoding, pad=pad)
+    out = image_to_rgb(msg)
+    assert np.shares_memory(out, np.frombuffer(msg.data, np.uint8))
+
+
+def test_bgr8_result_is_a_positive_stride_array() -> None:
+    # negative strides would break torch.as_tensor downstream
+    out = image_to_rgb(rgb_to_image(_random_rgb(), _header(), "bgr8", pad=5))
+    assert out.flags.c_contiguous
+
+
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "bgra8", "mono8"])
+def test_bytes_data_and_last_row_padding_may_be_missing(encoding: str) -> None:
+    rgb = _random_rgb()
+    padded = rgb_to_image(rgb, _header(), encoding, pad=5)
+    # duck-typed message: data as read-only bytes, without the last row's padding
+    msg = SimpleNamespace(height=H, width=W, encoding=encoding, step=padded.step, is_bigendian=0,
+                          data=bytes(padded.data)[:-5])
+    np.testing.assert_array_equal(image_to_rgb(msg), image_to_rgb(padded))
+
+
+@pytest.mark.parametrize("bigendian", [0, 1])
+def test_mono16_endianness(bigendian: int) -> None:
+    values = np.random.default_rng(1).integers(0, 65536, (H, W), dtype=np.uint16)
+    raw = values.astype(">u2" if bigendian else "<u2").tobytes()
+    msg = Image(height=H, width=W, encoding="mono16", is_bigendian=bigendian, step=2 * W,
+                data=raw)
+    out = image_to_rgb(msg)
+    np.testing.assert_array_equal(out[..., 0], (values >> 8).astype(np.uint8))
+    np.testing.assert_array_equal(out[..., 0], out[..., 2])
+
+
+def _raw(encoding: str = "rgb8", height: int = 4, width: int = 6, step: int | None = None,
+         nbytes: int | None = None) -> Image:
+    step = width * 3 if step is None else step
+    nbytes = step * height if nbytes is None else nbytes
+    return Image(height=height, width=width, encoding=encoding, step=step, data=bytes(nbytes))
+
+
+@pytest.mark.parametrize("msg, kind, words", [
+    (_raw("yuv422"), "encoding", ["'yuv422'", "not supported", "rgb8", "remap"]),
+    (_raw("RGB8"), "encoding", ["'RGB8'", "case-sensitive", "'rgb8'"]),
+    (_raw(step=10), "step", ["step 10", "6*3=18"]),
+    (_raw(nbytes=50), "size", ["data has 50 bytes", "18*4=72"]),
+    (_raw(height=0, width=0, nbytes=0), "empty", ["empty (0x0)"]),
+])
+def test_image_errors(msg: Image, kind: str, words: list[str]) -> None:
+    with pytest.raises(ImageFormatError) as err:
+        image_to_rgb(msg)
+    assert err.value.kind == kind
+    assert isinstance(err.value, ValueError)
+    for word in words:
+        assert word in str(err.value)
+
+
+@pytest.mark.parametrize("data, words", [
+    (b"\xff\xd8\xff\xe0" + b"garbage" * 20, ["corrupt", "'jpeg'", "144 bytes", "OpenCV"]),
+    (b"", ["empty", "0 bytes"]),
+])
+def test_compressed_errors(data: bytes, words: list[str]) -> None:
+    msg = CompressedImage(format="jpeg", data=data)
+    with pytest.raises(ImageFormatError) as err:
+        compressed_to_rgb(msg)
+    assert err.value.kind == "compressed"
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_compressed_png_exact_jpeg_close() -> None:
+    rgb = _smooth_rgb()
+    png = rgb_to_compressed(rgb, _header(), "png")
+    assert png.format == "png" and png.header.frame_id == "camera_optical"
+    np.testing.assert_array_equal(compressed_to_rgb(png), rgb)
+    jpeg = rgb_to_compressed(rgb, _header(), "jpeg", quality=90)
+    jpeg.format = "rgb8; jpeg compressed bgr8"  # informational only: decoded by content
+    out = compressed_to_rgb(jpeg)
+    assert out.shape == rgb.shape and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - rgb.astype(int)).mean() < 3
+
+
+def test_label_encoding_thresholds() -> None:
+    assert label_encoding(2) == "mono8"
+    assert label_encoding(256) == "mono8"
+    assert label_encoding(257) == "mono16"
+    with pytest.raises(ValueError):
+        label_encoding(0)
+
+
+@pytest.mark.parametrize("shape, dtype, encoding", [
+    ((H, W), np.uint8, "mono8"),
+    ((H, W), np.uint16, "mono16"),
+    ((H, W, 3), np.uint8, "rgb8"),
+])
+def test_array_to_image(shape: tuple[int, ...], dtype: type, encoding: str) -> None:
+    arr = np.random.default_rng(2).integers(0, np.iinfo(dtype).max + 1, shape, dtype=dtype)
+    header = _header()
+    msg = array_to_image(arr, header, encoding)
+    assert msg.header is header
+    assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (1712345678, 123456789)
+    assert msg.header.frame_id == "camera_optical"
+    assert (msg.height, msg.width, msg.encoding) == (H, W, encoding)
+    assert msg.step == W * arr.itemsize * (shape[2] if arr.ndim == 3 else 1)
+    assert msg.is_bigendian == (sys.byteorder == "big")
+    assert isinstance(msg.data, array.array) and msg.data.typecode == "B"
+    np.testing.assert_array_equal(np.frombuffer(msg.data, dtype).reshape(shape), arr)
+
+
+@pytest.mark.filterwarnings("ignore:module .sre_:DeprecationWarning")  # lark, via rclpy
+def test_array_to_image_serializes() -> None:
+    # the wire format is what a subscriber sees: same path rclpy's publish takes, no node needed
+    serialization = pytest.importorskip("rclpy.serialization")
+    rgb = _random_rgb()
+    msg = array_to_image(rgb, _header(), "rgb8")
+    back = serialization.deserialize_message(serialization.serialize_message(msg), Image)
+    assert back.header.frame_id == "camera_optical" and back.header.stamp.nanosec == 123456789
+    np.testing.assert_array_equal(image_to_rgb(back), rgb)
+
+
+def test_array_to_image_big_endian_input_is_stored_in_host_order() -> None:
+    values = np.arange(H * W, dtype=np.uint16).reshape(H, W)
+    msg = array_to_image(values.astype(">u2"), _header(), "mono16")
+    np.testing.assert_array_equal(np.frombuffer(msg.data, np.uint16).reshape(H, W), values)
+
+
+@pytest.mark.parametrize("arr, encoding", [
+    (np.zeros((H, W), np.uint16), "mono8"),
+    (np.zeros((H, W), np.uint8), "mono16"),
+    (np.zeros((H, W), np.uint8), "rgb8"),
+    (np.zeros((H, W, 3), np.float32), "rgb8"),
+    (np.zeros((H, W, 4), np.uint8), "rgb8"),
+    (np.zeros((H, W), np.uint8), "yuv422"),
+])
+def test_array_to_image_mismatch(arr: np.ndarray, encoding: str) -> None:
+    with pytest.raises(ValueError, match=encoding):
+        array_to_image(arr, _header(), encoding)
+
+
+def test_array_to_image_non_contiguous_input() -> None:
+    rgb = _random_rgb()[:, ::2]  # strided view
+    np.testing.assert_array_equal(image_to_rgb(array_to_image(rgb, _header(), "rgb8")), rgb)
+
+
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "rgba8", "mono8"])
+def test_matches_cv_bridge(encoding: str) -> None:
+    cv_bridge = pytest.importorskip("cv_bridge")
+    for pad in (0, 5):
+        msg = rgb_to_image(_random_rgb(), _header(), encoding, pad=pad)
+        expected = cv_bridge.CvBridge().imgmsg_to_cv2(msg, "rgb8")
+        np.testing.assert_array_equal(image_to_rgb(msg), expected)

@@ -1,0 +1,319 @@
+"""The node through real rclpy and real Fast DDS, as separate processes.
+
+One node process (started like the launch file starts it) serves most tests of this module;
+a probe node in the test process publishes camera images and collects the outputs.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from segpp_ros.data.scenes import render_scene
+
+from .rosgraph import NodeProcess, Probe, diagnostics_values, require_isolated_network, wait_for
+
+IMAGE_TOPIC = "/test_cam/image"
+H, W = 120, 200
+# small network input and one thread: fast, and bit-identical to the in-process reference
+NODE_PARAMS = {"max_side": 128, "threads": 1, "warmup_frames": 1, "diagnostics_period": 0.5}
+START_TIMEOUT = 120.0
+
+
+@pytest.fixture(scope="module")
+def graph(tmp_path_factory):
+    require_isolated_network()
+    from sensor_msgs.msg import Image
+
+    from segpp.msg import LabelInfo
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+    node = NodeProcess(tmp_path_factory.mktemp("node"), NODE_PARAMS, {"image": IMAGE_TOPIC})
+    probe = Probe("segpp_test_probe")
+    for topic in ("/segpp/label", "/segpp/color", "/segpp/overlay"):
+        probe.subscribe(Image, topic)
+    probe.subscribe(DiagnosticArray, "/diagnostics", QoSProfile(depth=50))
+    probe.subscribe(LabelInfo, "/segpp/label_info", QoSProfile(
+        depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    probe.camera = probe.publisher(Image, IMAGE_TOPIC)
+    wait_for(lambda: diagnostics_values(probe), START_TIMEOUT, "the node's first diagnostics", node)
+    yield node, probe
+    probe.close()
+    code = node.stop()
+    assert code == 0, f"node exited with {code}:\n{node.output()[-3000:]}"
+
+
+def reference_labels(image: np.ndarray, merge: str = "none") -> np.ndarray:
+    """What the inference core computes for the same image and settings."""
+    from segpp_ros.inference import Segmenter
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return Segmenter(None, device="cpu", merge=merge, max_side=NODE_PARAMS["max_side"])(image).labels
+    finally:
+        torch.set_num_threads(threads)
+
+
+_frame_counter = [0]
+
+
+def make_frame(probe: Probe, image: np.ndarray, as_encoding: str = "rgb8", **overrides):
+    """An Image with a fresh stamp and a unique frame_id, so its answer can be found."""
+    from std_msgs.msg import Header
+
+    from segpp_ros.conversions import rgb_to_image
+
+    _frame_counter[0] += 1
+    header = Header(stamp=probe.now_msg(), frame_id=f"cam_{_frame_counter[0]}")
+    msg = rgb_to_image(image, header, as_encoding)
+    for key, value in overrides.items():
+        setattr(msg, key, value)
+    return msg
+
+
+def answer(probe: Probe, topic: str, msg) -> object | None:
+    for out in probe.messages(topic):
+        if out.header.frame_id == msg.header.frame_id:
+            return out
+    return None
+
+
+def roundtrip(graph, msg, topic: str = "/segpp/label", timeout: float = 60.0):
+    """Publish msg (re-publishing while unanswered: best-effort may drop) and return the answer."""
+    node, probe = graph
+
+    def publish() -> None:
+        msg.header.stamp = probe.now_msg()  # a re-sent frame is a new frame, not a stale one
+        probe.camera.publish(msg)
+    return wait_for(lambda: answer(probe, topic, msg), timeout, f"an answer on {topic}", node,
+                    every=publish, period=0.5)
+
+
+def labels_of(msg) -> np.ndarray:
+    dtype = np.uint8 if msg.encoding == "mono8" else np.uint16
+    return np.frombuffer(bytes(msg.data), dtype).reshape(msg.height, msg.step // dtype().itemsize)[:, :msg.width]
+
+
+def set_params(probe: Probe, **values):
+    """Set parameters through the SetParameters service (what `ros2 param set` calls)."""
+    from rclpy.parameter import Parameter
+    from rclpy.parameter_client import AsyncParameterClient
+
+    client = AsyncParameterClient(probe.node, "segpp")
+    assert client.wait_for_services(timeout_sec=30), "parameter services of /segpp not found"
+    future = client.set_parameters([Parameter(k.replace("__", "."), value=v) for k, v in values.items()])
+    wait_for(future.done, 30, "the SetParameters response")
+    return future.result().results
+
+
+def get_param(probe: Probe, name: str):
+    from rclpy.parameter_client import AsyncParameterClient
+
+    client = AsyncParameterClient(probe.node, "segpp")
+    future = client.get_parameters([name])
+    wait_for(future.done, 30, "the GetParameters response")
+    return future.result().values[0]
+
+
+SCENE = render_scene(10_000_777, H, W).image
+
+
+def test_label_image_matches_inference_core(graph):
+    node, probe = graph
+    msg = make_frame(probe, SCENE)
+    out = roundtrip(graph, msg)
+    assert (out.height, out.width, out.encoding) == (H, W, "mono8")
+    assert out.header == msg.header  # stamp and frame_id verbatim
+    np.testing.assert_array_equal(labels_of(out), reference_labels(SCENE))
+
+
+def test_colour_overlay_and_label_info(graph):
+    node, probe = graph
+    msg = make_frame(probe, SCENE)
+    color = roundtrip(graph, msg, "/segpp/color")
+    overlay = wait_for(lambda: answer(probe, "/segpp/overlay", msg), 30, "the overlay", node)
+    info = wait_for(lambda: probe.messages("/segpp/label_info"), 30, "latched label_info", node)[-1]
+    assert (color.encoding, overlay.encoding) == ("rgb8", "rgb8")
+    assert (color.height, color.width, overlay.height, overlay.width) == (H, W, H, W)
+    from segpp_ros.data.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+    assert list(info.class_names) == list(CITYSCAPES_CLASSES)
+    palette = np.array(info.palette, np.uint8).reshape(-1, 3)
+    np.testing.assert_array_equal(palette, np.array(CITYSCAPES_PALETTE, np.uint8))
+    labels = reference_labels(SCENE)
+    rgb = np.frombuffer(bytes(color.data), np.uint8).reshape(H, W, 3)
+    np.testing.assert_array_equal(rgb, palette[labels])
+
+
+@pytest.mark.parametrize("encoding", ["bgr8", "rgba8", "bgra8"])
+def test_colour_encodings_give_the_same_labels(graph, encoding):
+    node, probe = graph
+    out = roundtrip(graph, make_frame(probe, SCENE, encoding))
+    np.testing.assert_array_equal(labels_of(out), reference_labels(SCENE))
+
+
+def test_padded_rows_and_mono_inputs(graph):
+    node, probe = graph
+    from std_msgs.msg import Header
+
+    from segpp_ros.conversions import rgb_to_image
+
+    padded = rgb_to_image(SCENE, Header(stamp=probe.now_msg(), frame_id="padded"), "rgb8", pad=7)
+    assert padded.step == W * 3 + 7
+    np.testing.assert_array_equal(labels_of(roundtrip(graph, padded)), reference_labels(SCENE))
+    for encoding in ("mono8", "mono16"):
+        out = roundtrip(graph, make_frame(probe, SCENE, encoding))
+        assert (out.height, out.width) == (H, W)
+
+
+def test_merge_preset_switches_live_and_invalid_values_are_rejected(graph):
+    node, probe = graph
+    results = set_params(probe, merge__preset="downsample")
+    assert results[0].successful, results[0].reason
+    out = roundtrip(graph, make_frame(probe, SCENE))
+    expected = reference_labels(SCENE, "downsample")
+    assert not np.array_equal(expected, reference_labels(SCENE)), "test image must tell the presets apart"
+    np.testing.assert_array_equal(labels_of(out), expected)
+    wait_for(lambda: diagnostics_values(probe).get("merge_preset") == "downsample", 10, "diagnostics preset")
+
+    # per-stage values: a custom configuration equal to 'hq' gives hq's labels
+    results = set_params(probe, merge__preset="custom", merge__stage1__kv__mode="bsm", merge__stage1__kv__ratio=0.6,
+                         merge__stage1__kv__cell=[2, 2], merge__stage2__kv__mode="bsm",
+                         merge__stage2__kv__ratio=0.6, merge__stage2__kv__cell=[2, 2])
+    assert all(r.successful for r in results), [r.reason for r in results]
+    from segpp_ros.model.merge import PRESETS, MergeConfig
+    hq_first_two = MergeConfig("custom", (*PRESETS["hq"].stages[:2], *PRESETS["none"].stages[2:]))
+    out = roundtrip(graph, make_frame(probe, SCENE))
+    np.testing.assert_array_equal(labels_of(out), reference_labels(SCENE, hq_first_two))
+
+    for name, value, words in [("merge__preset", "turbo", "one of"), ("merge__stage1__q__cell", [0, 2], "cell"),
+                               ("merge__stage2__q__mode", "magic", "one of"), ("weights", "/tmp/x.pth", "read-only"),
+                               ("max_side", "big", "")]:
+        result = set_params(probe, **{name: value})[0]
+        assert not result.successful, f"{name}={value!r} was accepted"
+        assert words in result.reason, result.reason
+    assert get_param(probe, "merge.preset").string_value == "custom"
+    assert set_params(probe, merge__preset="none")[0].successful
+    out = roundtrip(graph, make_frame(probe, SCENE))
+    np.testing.assert_array_equal(labels_of(out), reference_labels(SCENE))
+
+
+def test_bad_inputs_are_counted_and_the_node_keeps_going(graph):
+    node, probe = graph
+    good = make_frame(probe, SCENE)
+    roundtrip(graph, good)
+    bad = [  # built when sent: a stamp older than max_frame_age would be dropped as stale instead
+        ("bad_input_encoding", dict(encoding="yuv422")),
+        ("bad_input_step", dict(step=W)),
+        ("bad_input_size", dict(data=bytes(100))),
+        ("bad_input_empty", dict(height=0, width=0, step=0, data=b"")),
+    ]
+    for key, fields in bad:
+        for _ in range(3):  # best effort: make sure at least one arrives
+            msg = make_frame(probe, SCENE, **fields)
+            probe.camera.publish(msg)
+            time.sleep(0.2)
+        wait_for(lambda: int(diagnostics_values(probe).get(key, 0)) > 0, 30, f"diagnostics counter {key}", node)
+        assert answer(probe, "/segpp/label", msg) is None
+        assert node.alive()
+        out = roundtrip(graph, make_frame(probe, SCENE))
+        np.testing.assert_array_equal(labels_of(out), reference_labels(SCENE))
+    log = node.output()
+    for words in ("yuv422", "step", "truncated", "empty"):
+        assert words in log, f"no log line about {words!r}"
+
+
+def test_stale_frames_are_dropped_and_counted(graph):
+    node, probe = graph
+    msg = make_frame(probe, SCENE)
+    msg.header.stamp.sec -= 30  # older than max_frame_age (1 s)
+    for _ in range(3):
+        probe.camera.publish(msg)
+        time.sleep(0.2)
+    wait_for(lambda: int(diagnostics_values(probe).get("dropped_stale", 0)) > 0, 30, "dropped_stale count", node)
+    assert answer(probe, "/segpp/label", msg) is None
+
+
+def test_publishing_faster_than_inference_never_grows_latency(graph):
+    """Frames at ~40 Hz into a node doing a few Hz: a queue would grow latency by seconds."""
+    node, probe = graph
+    assert set_params(probe, max_side=640)[0].successful  # slow the network down
+    try:
+        big = render_scene(10_000_778, 480, 640).image
+        sent: list[str] = []
+        start = time.monotonic()
+        while time.monotonic() - start < 6.0:
+            msg = make_frame(probe, big)
+            sent.append(msg.header.frame_id)
+            probe.camera.publish(msg)
+            time.sleep(0.025)
+        time.sleep(3.0)
+        ours = set(sent)
+        answered = [(t, m) for t, m in probe.timed_messages("/segpp/label") if m.header.frame_id in ours]
+        assert len(answered) >= 3, "the node answered too few frames to judge"
+        assert len(answered) < len(sent) / 2, "the node kept up: the test did not overload it"
+        # age at arrival = wall clock at the probe minus the camera stamp (one host, one clock)
+        ages = [t - (m.header.stamp.sec + m.header.stamp.nanosec * 1e-9) for t, m in answered]
+        assert max(ages) < 2.0, f"answers aged up to {max(ages):.2f} s: frames queued"
+        # the last answer is for one of the last frames sent, not one from the middle of a backlog
+        assert sent.index(answered[-1][1].header.frame_id) >= len(sent) - 40
+        values = diagnostics_values(probe)
+        assert int(values["dropped_overwritten"]) > 0
+    finally:
+        assert set_params(probe, max_side=NODE_PARAMS["max_side"])[0].successful
+
+
+def test_bad_weights_stop_the_node_with_a_clear_error(tmp_path):
+    require_isolated_network()
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"not a checkpoint")
+    node = NodeProcess(tmp_path, {"weights": str(bad), "warmup_frames": 0}, {}, name="segpp_bad")
+    try:
+        node.proc.wait(120)
+    finally:
+        node.stop()
+    assert node.proc.returncode == 1
+    log = node.output()
+    assert str(bad) in log and "weights" in log, log[-2000:]
+
+
+def test_compressed_transport(tmp_path):
+    """transport:=compressed subscribes <image>/compressed (image_transport's naming)."""
+    require_isolated_network()
+    from sensor_msgs.msg import CompressedImage, Image
+    from std_msgs.msg import Header
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.qos import QoSProfile
+
+    from segpp_ros.conversions import rgb_to_compressed
+
+    node = NodeProcess(tmp_path, {**NODE_PARAMS, "transport": "compressed"}, {"image": "/zcam/image"},
+                       name="segpp")
+    probe = Probe("segpp_test_compressed")
+    try:
+        probe.subscribe(Image, "/segpp/label")
+        probe.subscribe(DiagnosticArray, "/diagnostics", QoSProfile(depth=50))
+        probe.camera = probe.publisher(CompressedImage, "/zcam/image/compressed")
+        wait_for(lambda: diagnostics_values(probe), START_TIMEOUT, "the node's first diagnostics", node)
+
+        def frame(name: str) -> CompressedImage:
+            return rgb_to_compressed(SCENE, Header(stamp=probe.now_msg(), frame_id=name), "png")
+        graph = (node, probe)
+        out = roundtrip(graph, frame("png_1"))
+        assert out.header.frame_id == "png_1"
+        np.testing.assert_array_equal(labels_of(out), reference_labels(SCENE))  # png is lossless
+        for _ in range(3):
+            corrupt = frame("corrupt")
+            corrupt.data = bytes(corrupt.data[:200])
+            probe.camera.publish(corrupt)
+            time.sleep(0.2)
+        wait_for(lambda: int(diagnostics_values(probe).get("bad_input_compressed", 0)) > 0, 30,
+                 "the bad_input_compressed counter", node)
+        assert roundtrip(graph, frame("png_2")).header.frame_id == "png_2"
+        assert "/zcam/image/compressed" in node.output()
+    finally:
+        probe.close()
+        assert node.stop() == 0
