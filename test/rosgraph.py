@@ -1,5 +1,4 @@
-"""Multi-process ROS test harness: the node runs as its own process (as launch would start
-it) and a probe node in the test process publishes images and collects what comes back.
+"""Multi-process ROS test helpers (the graph driver itself is segpp_ros.rosgraph).
 
 Every ROS test must run in a private network namespace with only loopback (`make test`
 runs pytest under tools/netns-run); `require_isolated_network` fails a test otherwise.
@@ -9,14 +8,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
-from segpp_ros.rosenv import ensure_ament_prefix, is_isolated_network
+from segpp_ros.rosenv import is_isolated_network
+from segpp_ros.rosgraph import NodeProcess, Probe, diagnostics_values  # noqa: F401 -- re-exported for tests
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -25,117 +24,6 @@ def require_isolated_network() -> None:
     if not is_isolated_network() or os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE") != "LOCALHOST":
         pytest.fail("ROS tests start DDS and must run in a private network namespace with localhost discovery: "
                     "run them with `make test` or `tools/netns-run .venv/bin/python -m pytest ...`")
-
-
-def node_executable() -> Path:
-    """lib/segpp/segpp_node of the installed package: what `ros2 run` and launch_ros execute."""
-    ensure_ament_prefix()
-    from ament_index_python.packages import get_package_prefix
-    return Path(get_package_prefix("segpp")) / "lib" / "segpp" / "segpp_node"
-
-
-class NodeProcess:
-    """The segpp node started like launch_ros does: executable, --ros-args, params files, remaps."""
-
-    def __init__(self, log_dir: Path, params: dict[str, Any], remaps: dict[str, str], name: str = "segpp") -> None:
-        overrides = log_dir / f"{name}_overrides.yaml"
-        lines = ["/**:", "  ros__parameters:"]
-        lines += [f"    {k}: {_yaml(v)}" for k, v in params.items()]
-        overrides.write_text("\n".join(lines) + "\n")
-        self.cmd = [str(node_executable()), "--ros-args", "-r", f"__node:={name}",
-                    "--params-file", str(REPO / "config" / "segpp.yaml"), "--params-file", str(overrides)]
-        for src, dst in remaps.items():
-            self.cmd += ["-r", f"{src}:={dst}"]
-        self.log = log_dir / f"{name}.log"
-        self._log_file = open(self.log, "w")
-        self.proc = subprocess.Popen(self.cmd, stdout=self._log_file, stderr=subprocess.STDOUT)
-
-    def output(self) -> str:
-        if not self._log_file.closed:
-            self._log_file.flush()
-        return self.log.read_text()
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self) -> int:
-        if self.alive():
-            self.proc.send_signal(2)  # SIGINT, as launch does on shutdown
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log_file.close()
-        return self.proc.returncode
-
-
-def _yaml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value + '"'
-    return str(value)
-
-
-class Probe:
-    """A test-side rclpy node spinning in a background thread; collects messages per topic."""
-
-    def __init__(self, name: str = "probe") -> None:
-        ensure_ament_prefix()
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
-
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node(name, context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.received: dict[str, list[tuple[float, Any]]] = {}
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-
-    def _spin(self) -> None:
-        from rclpy.executors import ExternalShutdownException
-        try:
-            self.executor.spin()
-        except (ExternalShutdownException, Exception):  # noqa: BLE001 -- shutting down
-            pass
-
-    def subscribe(self, msg_type: Any, topic: str, qos: Any = None) -> None:
-        from rclpy.qos import QoSProfile, ReliabilityPolicy
-        qos = qos or QoSProfile(depth=50, reliability=ReliabilityPolicy.BEST_EFFORT)
-        self.received.setdefault(topic, [])
-
-        def store(msg: Any) -> None:
-            with self._lock:
-                self.received[topic].append((time.time(), msg))  # wall clock = ROS time here
-        self.node.create_subscription(msg_type, topic, store, qos)
-
-    def messages(self, topic: str) -> list[Any]:
-        with self._lock:
-            return [m for _, m in self.received.get(topic, [])]
-
-    def timed_messages(self, topic: str) -> list[tuple[float, Any]]:
-        """(arrival wall-clock seconds, message) pairs."""
-        with self._lock:
-            return list(self.received.get(topic, []))
-
-    def publisher(self, msg_type: Any, topic: str, reliable: bool = False) -> Any:
-        from rclpy.qos import QoSProfile, ReliabilityPolicy
-        return self.node.create_publisher(msg_type, topic, QoSProfile(
-            depth=1, reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT))
-
-    def now_msg(self) -> Any:
-        return self.node.get_clock().now().to_msg()
-
-    def close(self) -> None:
-        import rclpy
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
-        self._thread.join(5)
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, node: NodeProcess | None = None,
@@ -153,15 +41,6 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, node: Node
         time.sleep(period)
     log = f"\nnode log:\n{node.output()[-3000:]}" if node is not None else ""
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}{log}")
-
-
-def diagnostics_values(probe: Probe, node_name: str = "/segpp") -> dict[str, str] | None:
-    """Key/values of the node's latest status on /diagnostics (None before the first one)."""
-    for msg in reversed(probe.messages("/diagnostics")):
-        for status in msg.status:
-            if status.name.startswith(f"{node_name}:"):
-                return {kv.key: kv.value for kv in status.values}
-    return None
 
 
 def run_python(code: str, timeout: float = 120) -> subprocess.CompletedProcess:

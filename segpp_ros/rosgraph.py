@@ -1,0 +1,135 @@
+"""Drive a segpp graph from Python: the node as its own process, started the way launch_ros
+starts it, and a probe node spinning in a background thread that publishes and collects.
+
+Used by the multi-process tests, the ROS benchmark and the demo. Start DDS only inside a
+private network namespace (tools/netns-run).
+"""
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .rosenv import ensure_ament_prefix, share_file
+
+def node_executable() -> Path:
+    """lib/segpp/segpp_node of the installed package: what `ros2 run` and launch_ros execute."""
+    ensure_ament_prefix()
+    from ament_index_python.packages import get_package_prefix
+    return Path(get_package_prefix("segpp")) / "lib" / "segpp" / "segpp_node"
+
+
+class NodeProcess:
+    """The segpp node started like launch_ros does: executable, --ros-args, params files, remaps."""
+
+    def __init__(self, log_dir: Path, params: dict[str, Any], remaps: dict[str, str], name: str = "segpp",
+                 params_file: Path | None = None) -> None:
+        overrides = log_dir / f"{name}_overrides.yaml"
+        lines = ["/**:", "  ros__parameters:"]
+        lines += [f"    {k}: {_yaml(v)}" for k, v in params.items()]
+        overrides.write_text("\n".join(lines) + "\n")
+        self.cmd = [str(node_executable()), "--ros-args", "-r", f"__node:={name}",
+                    "--params-file", str(params_file or share_file("config", "segpp.yaml")), "--params-file", str(overrides)]
+        for src, dst in remaps.items():
+            self.cmd += ["-r", f"{src}:={dst}"]
+        self.log = log_dir / f"{name}.log"
+        self._log_file = open(self.log, "w")
+        self.proc = subprocess.Popen(self.cmd, stdout=self._log_file, stderr=subprocess.STDOUT)
+
+    def output(self) -> str:
+        if not self._log_file.closed:
+            self._log_file.flush()
+        return self.log.read_text()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> int:
+        if self.alive():
+            self.proc.send_signal(2)  # SIGINT, as launch does on shutdown
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log_file.close()
+        return self.proc.returncode
+
+
+def _yaml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value + '"'
+    return str(value)
+
+
+class Probe:
+    """A test-side rclpy node spinning in a background thread; collects messages per topic."""
+
+    def __init__(self, name: str = "probe") -> None:
+        ensure_ament_prefix()
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node(name, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.received: dict[str, list[tuple[float, Any]]] = {}
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        from rclpy.executors import ExternalShutdownException
+        try:
+            self.executor.spin()
+        except (ExternalShutdownException, Exception):  # noqa: BLE001 -- shutting down
+            pass
+
+    def subscribe(self, msg_type: Any, topic: str, qos: Any = None) -> None:
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        qos = qos or QoSProfile(depth=50, reliability=ReliabilityPolicy.BEST_EFFORT)
+        self.received.setdefault(topic, [])
+
+        def store(msg: Any) -> None:
+            with self._lock:
+                self.received[topic].append((time.time(), msg))  # wall clock = ROS time here
+        self.node.create_subscription(msg_type, topic, store, qos)
+
+    def messages(self, topic: str) -> list[Any]:
+        with self._lock:
+            return [m for _, m in self.received.get(topic, [])]
+
+    def timed_messages(self, topic: str) -> list[tuple[float, Any]]:
+        """(arrival wall-clock seconds, message) pairs."""
+        with self._lock:
+            return list(self.received.get(topic, []))
+
+    def publisher(self, msg_type: Any, topic: str, reliable: bool = False) -> Any:
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        return self.node.create_publisher(msg_type, topic, QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT))
+
+    def now_msg(self) -> Any:
+        return self.node.get_clock().now().to_msg()
+
+    def close(self) -> None:
+        import rclpy
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+        self._thread.join(5)
+
+
+def diagnostics_values(probe: Probe, node_name: str = "/segpp") -> dict[str, str] | None:
+    """Key/values of the node's latest status on /diagnostics (None before the first one)."""
+    for msg in reversed(probe.messages("/diagnostics")):
+        for status in msg.status:
+            if status.name.startswith(f"{node_name}:"):
+                return {kv.key: kv.value for kv in status.values}
+    return None
