@@ -317,3 +317,53 @@ def test_compressed_transport(tmp_path):
     finally:
         probe.close()
         assert node.stop() == 0
+
+
+def test_network_resolution_output(graph):
+    node, probe = graph
+    from segpp_ros.inference import network_size
+
+    assert set_params(probe, output_resolution="network")[0].successful
+    try:
+        out = roundtrip(graph, make_frame(probe, SCENE))
+        assert (out.height, out.width) == network_size(H, W, NODE_PARAMS["max_side"])
+    finally:
+        assert set_params(probe, output_resolution="input")[0].successful
+
+
+def test_more_than_255_classes_give_mono16_labels(tmp_path):
+    """A checkpoint of ours with 300 classes, given by the weights parameter."""
+    require_isolated_network()
+    from sensor_msgs.msg import Image
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.qos import QoSProfile
+
+    from segpp_ros.model import build_model, save_model
+
+    from .conftest import TINY
+
+    weights = tmp_path / "tiny300.safetensors"
+    model = build_model(TINY, num_classes=300).eval()
+    save_model(model, weights)
+    node = NodeProcess(tmp_path, {**NODE_PARAMS, "weights": str(weights)}, {"image": "/mcam/image"})
+    probe = Probe("segpp_test_mono16")
+    try:
+        probe.subscribe(Image, "/segpp/label")
+        probe.subscribe(DiagnosticArray, "/diagnostics", QoSProfile(depth=50))
+        probe.camera = probe.publisher(Image, "/mcam/image")
+        wait_for(lambda: diagnostics_values(probe), START_TIMEOUT, "the node's first diagnostics", node)
+        out = roundtrip((node, probe), make_frame(probe, SCENE))
+        assert (out.encoding, out.height, out.width, out.step) == ("mono16", H, W, 2 * W)
+        from segpp_ros.inference import Segmenter
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            expected = Segmenter(weights, device="cpu", max_side=NODE_PARAMS["max_side"])(SCENE).labels
+        finally:
+            torch.set_num_threads(threads)
+        assert expected.dtype == np.uint16
+        np.testing.assert_array_equal(labels_of(out), expected)
+        assert diagnostics_values(probe)["weights"] == str(weights)
+    finally:
+        probe.close()
+        assert node.stop() == 0
