@@ -19,7 +19,7 @@ class ParamSpec:
     """One parameter. read_only: changing it needs a reload (set it at start).
 
     choices restricts strings; low/high bound numbers (inclusive); check returns a reason
-    string for an invalid value (None when valid).
+    string for an invalid value, worded to follow the parameter's name (None when valid).
     """
 
     name: str
@@ -46,18 +46,19 @@ class ParamSpec:
             return f"{self.name} must be one of {', '.join(self.choices)}; got {value!r}"
         if self.low is not None and value < self.low or self.high is not None and value > self.high:
             return f"{self.name} must be in [{self.low:g}, {self.high:g}]; got {value!r}"
-        return self.check(value) if self.check else None
+        reason = self.check(value) if self.check else None
+        return f"{self.name} {reason}" if reason else None
 
 
 def _device(value: str) -> str | None:
     if re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
         return None
-    return f"device must be auto, cpu, cuda or cuda:N; got {value!r}"
+    return f"must be auto, cpu, cuda or cuda:N; got {value!r}"
 
 
 def _cell(value: Sequence[int]) -> str | None:
     if len(value) != 2 or min(value) < 1:
-        return f"a merge cell is two positive integers [sy, sx]; got {list(value)!r}"
+        return f"must be a merge cell of two positive integers [sy, sx]; got {list(value)!r}"
     return None
 
 

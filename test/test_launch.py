@@ -1,0 +1,220 @@
+"""launch/segpp.launch.py agrees with the package, the node and the install rules.
+
+launch and launch_ros are not on PyPI, so the launch file is checked statically (ast). Where
+they are importable (a ROS install), generate_launch_description() is also run.
+"""
+from __future__ import annotations
+
+import ast
+import importlib.util
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from segpp_ros.params import SPECS_BY_NAME
+
+ROOT = Path(__file__).resolve().parent.parent
+LAUNCH = ROOT / "launch" / "segpp.launch.py"
+CMAKE = ROOT / "CMakeLists.txt"
+NODE_PY = ROOT / "segpp_ros" / "node.py"
+
+
+def _call_name(node: ast.AST) -> str | None:
+    if isinstance(node, ast.Call):
+        f = node.func
+        if isinstance(f, ast.Name):
+            return f.id
+        if isinstance(f, ast.Attribute):
+            return f.attr
+    return None
+
+
+class LaunchFile:
+    """What the launch file says, read from its syntax tree (module constants resolved)."""
+
+    def __init__(self, path: Path) -> None:
+        self.tree = ast.parse(path.read_text(), str(path))
+        self.constants: dict[str, Any] = {}
+        for stmt in self.tree.body:
+            if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
+                try:
+                    self.constants[stmt.targets[0].id] = ast.literal_eval(stmt.value)
+                except ValueError:
+                    pass
+        self.calls = [n for n in ast.walk(self.tree) if isinstance(n, ast.Call)]
+        # local assignments inside functions (e.g. default_params = os.path.join(...))
+        self.locals = {n.targets[0].id: n.value for n in ast.walk(self.tree)
+                       if isinstance(n, ast.Assign) and len(n.targets) == 1 and isinstance(n.targets[0], ast.Name)}
+
+    def value(self, node: ast.AST) -> Any:
+        """A literal, or a module constant named by the expression."""
+        if isinstance(node, ast.Name):
+            if node.id in self.constants:
+                return self.constants[node.id]
+            raise KeyError(f"{node.id} is not a module-level constant of the launch file")
+        return ast.literal_eval(node)
+
+    def calls_of(self, name: str) -> list[ast.Call]:
+        return [c for c in self.calls if _call_name(c) == name]
+
+    def node(self) -> ast.Call:
+        nodes = self.calls_of("Node")
+        assert len(nodes) == 1, "the launch file starts exactly one Node"
+        return nodes[0]
+
+    def keyword(self, call: ast.Call, name: str) -> ast.AST:
+        for kw in call.keywords:
+            if kw.arg == name:
+                return kw.value
+        raise KeyError(f"{_call_name(call)}(...) has no {name}=")
+
+    def launch_arguments(self) -> dict[str, ast.Call]:
+        """Declared launch argument names -> their DeclareLaunchArgument call."""
+        found: dict[str, ast.Call] = {}
+        for comp in ast.walk(self.tree):
+            if isinstance(comp, (ast.ListComp, ast.GeneratorExp)) and _call_name(comp.elt) == "DeclareLaunchArgument":
+                (gen,) = comp.generators
+                it = gen.iter
+                # for name, text in PARAMETER_ARGUMENTS.items() / for name in PARAMETER_ARGUMENTS
+                if isinstance(it, ast.Call) and isinstance(it.func, ast.Attribute):
+                    it = it.func.value
+                for name in self.value(it):
+                    found[name] = comp.elt
+        for call in self.calls_of("DeclareLaunchArgument"):
+            first = call.args[0] if call.args else self.keyword(call, "name")
+            if isinstance(first, ast.Constant):
+                found[first.value] = call
+        return found
+
+    def share_path(self, node: ast.AST) -> tuple[str, str]:
+        """(package, relative path) of os.path.join(get_package_share_directory(P), ...)."""
+        if isinstance(node, ast.Name):
+            node = self.locals[node.id]
+        assert _call_name(node) == "join", ast.unparse(node)
+        first, *rest = node.args
+        assert _call_name(first) == "get_package_share_directory", ast.unparse(node)
+        return self.value(first.args[0]), "/".join(self.value(a) for a in rest)
+
+
+@pytest.fixture(scope="module")
+def launch() -> LaunchFile:
+    return LaunchFile(LAUNCH)
+
+
+def _launch_config_name(node: ast.AST) -> str | None:
+    if _call_name(node) == "LaunchConfiguration" and isinstance(node.args[0], ast.Constant):
+        return node.args[0].value
+    return None
+
+
+def test_package(launch: LaunchFile) -> None:
+    name = ET.parse(ROOT / "package.xml").getroot().findtext("name")
+    assert launch.constants["PACKAGE"] == "segpp" == name
+    assert launch.value(launch.keyword(launch.node(), "package")) == name
+
+
+def test_executable_is_installed(launch: LaunchFile) -> None:
+    executable = launch.value(launch.keyword(launch.node(), "executable"))
+    assert executable == "segpp_node"
+    cmake = CMAKE.read_text()
+    assert re.search(rf"project\(\s*{launch.constants['PACKAGE']}\s*\)", cmake)
+    m = re.search(rf"configure_file\(\s*scripts/{executable}\.in\s+(\S+)", cmake)
+    assert m, f"CMakeLists.txt does not configure scripts/{executable}.in"
+    assert m.group(1).endswith(f"/{executable}")
+    assert re.search(rf"install\(\s*PROGRAMS\s+{re.escape(m.group(1))}\s+DESTINATION\s+lib/\$\{{PROJECT_NAME\}}\s*\)",
+                     cmake), f"{executable} is not installed into lib/${{PROJECT_NAME}} (ros2 run / launch_ros)"
+    script = (ROOT / "scripts" / f"{executable}.in").read_text()
+    assert script.startswith("#!@Python3_EXECUTABLE@\n")
+    assert "from segpp_ros.node import main" in script
+
+
+def test_node_name(launch: LaunchFile) -> None:
+    from segpp_ros.node import NODE_NAME
+
+    assert launch.value(launch.keyword(launch.node(), "name")) == NODE_NAME
+    assert launch.constants["NODE_NAME"] == NODE_NAME
+
+
+def test_default_params_file(launch: LaunchFile) -> None:
+    args = launch.launch_arguments()
+    default = launch.keyword(args["params_file"], "default_value")
+    assert launch.share_path(default) == ("segpp", "config/segpp.yaml")
+    assert (ROOT / "config" / "segpp.yaml").is_file()
+    assert re.search(r"install\(\s*DIRECTORY\s+launch\s+config\s+DESTINATION\s+share/\$\{PROJECT_NAME\}\s*\)",
+                     CMAKE.read_text()), "launch/ and config/ must be installed into share/${PROJECT_NAME}"
+    # the node gets the params file first, the launch-argument overrides after it
+    params = launch.keyword(launch.node(), "parameters")
+    assert isinstance(params, ast.List) and _launch_config_name(params.elts[0]) == "params_file"
+
+
+def test_remappings_are_the_node_inputs(launch: LaunchFile) -> None:
+    remaps = launch.keyword(launch.node(), "remappings")
+    assert isinstance(remaps, ast.List)
+    sources = [launch.value(r.elts[0]) for r in remaps.elts]
+    assert sources == ["image", "image/compressed"]
+    # node.py subscribes "image" (raw) or "image/compressed" (image_transport's name, see _compressed_topic)
+    node_py = NODE_PY.read_text()
+    for topic in sources:
+        assert f'"{topic}"' in node_py, f"node.py never names the topic {topic!r}"
+    assert "create_subscription(Image," in node_py and "create_subscription(CompressedImage," in node_py
+    # both targets follow the image:= launch argument
+    for r in remaps.elts:
+        target = r.elts[1]
+        first = target.elts[0] if isinstance(target, ast.List) else target
+        assert _launch_config_name(first) == "image", ast.unparse(r)
+
+
+def test_parameter_arguments_are_node_parameters(launch: LaunchFile) -> None:
+    overrides = launch.constants["PARAMETER_ARGUMENTS"]
+    assert overrides, "no parameter-overriding launch arguments"
+    for name, text in overrides.items():
+        assert name in SPECS_BY_NAME, f"launch argument {name} overrides no node parameter"
+        assert text.strip()
+
+
+def test_launch_arguments(launch: LaunchFile) -> None:
+    args = launch.launch_arguments()
+    assert {"image", "params_file", "namespace", "weights", "device"} <= set(args)
+    assert set(launch.constants["PARAMETER_ARGUMENTS"]) <= set(args)
+    for name, call in args.items():
+        kws = {kw.arg for kw in call.keywords}
+        assert {"default_value", "description"} <= kws, name
+    # the launch configurations the file reads are all declared
+    # (LaunchConfiguration(name) over PARAMETER_ARGUMENTS: covered by the declarations above)
+    used = {n for c in launch.calls_of("LaunchConfiguration") if (n := _launch_config_name(c))}
+    assert used <= set(args), used - set(args)
+    assert launch.value(launch.keyword(args["image"], "default_value")) == "image"
+    assert launch.value(launch.keyword(args["namespace"], "default_value")) == ""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("launch_ros") is None, reason="launch_ros is not installed (no ROS)")
+def test_generate_launch_description() -> None:
+    from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+    from launch import LaunchContext
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+    from launch.utilities import perform_substitutions
+
+    from segpp_ros.rosenv import ensure_ament_prefix
+
+    ensure_ament_prefix()
+    try:
+        share = get_package_share_directory("segpp")
+    except PackageNotFoundError:
+        pytest.skip("segpp is not built into an ament prefix on AMENT_PREFIX_PATH")
+    spec = importlib.util.spec_from_file_location("segpp_launch", LAUNCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    ld = module.generate_launch_description()
+
+    context = LaunchContext()
+    declared = {a.name: a for a in ld.entities if isinstance(a, DeclareLaunchArgument)}
+    assert {"image", "params_file", "namespace", "weights", "device"} <= set(declared)
+    defaults = {name: perform_substitutions(context, a.default_value) for name, a in declared.items()}
+    assert Path(defaults["params_file"]) == Path(share) / "config" / "segpp.yaml"
+    context.launch_configurations.update(defaults)
+    (opaque,) = [e for e in ld.entities if isinstance(e, OpaqueFunction)]
+    (node,) = opaque.execute(context)
+    assert node.node_package == "segpp" and node.node_executable == "segpp_node"

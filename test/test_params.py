@@ -1,0 +1,232 @@
+"""Node parameters: config/segpp.yaml, defaults, merge configurations and live-change validation.
+
+Pure and fast: no ROS node, no DDS (importing segpp_ros.node loads rclpy but starts nothing).
+"""
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from segpp_ros.cli.params import render_markdown, render_yaml
+from segpp_ros.model.merge import NUM_STAGES, PRESETS, MergeConfig, StageMerge, TokenMerge, resolve_merge
+from segpp_ros.params import ALL_SPECS, MERGE_PRESETS, SPECS_BY_NAME, ParamSpec, defaults, merge_from, validate_changes
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "config" / "segpp.yaml"
+REGENERATE = "regenerate with `segpp-params --yaml > config/segpp.yaml` (or `python -m segpp_ros.cli.params --yaml`)"
+
+
+def _parse_params_file(text: str) -> dict[str, Any]:
+    """The ros__parameters of the params file's only node entry."""
+    try:
+        import yaml
+    except ImportError:  # minimal fallback: the generated file has one `    name: value` line per parameter
+        import json
+        values: dict[str, Any] = {}
+        for line in text.splitlines():
+            m = re.fullmatch(r" {4}([A-Za-z0-9_.]+): (.+)", line)
+            if m:
+                values[m.group(1)] = json.loads(m.group(2))  # JSON scalars/lists are YAML too
+        return values
+    doc = yaml.safe_load(text)
+    assert list(doc) == ["/**"], "the params file applies to the node under any name/namespace"
+    return doc["/**"]["ros__parameters"]
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(b, float):
+        return isinstance(a, float) and math.isclose(a, b)
+    return type(a) is type(b) and a == b
+
+
+# -- config/segpp.yaml ------------------------------------------------------------------------------
+def test_params_file_is_generated() -> None:
+    assert CONFIG.read_text() == render_yaml(), f"config/segpp.yaml is out of date: {REGENERATE}"
+
+
+def test_params_file_holds_every_default() -> None:
+    values = _parse_params_file(CONFIG.read_text())
+    assert set(values) == set(SPECS_BY_NAME), REGENERATE
+    for spec in ALL_SPECS:
+        assert _same(values[spec.name], spec.default), (spec.name, values[spec.name], spec.default)
+
+
+def test_rendered_yaml_round_trips() -> None:
+    values = _parse_params_file(render_yaml())
+    assert all(_same(values[s.name], s.default) for s in ALL_SPECS)
+
+
+def test_markdown_has_a_row_per_parameter() -> None:
+    lines = render_markdown().splitlines()
+    assert len(lines) == 2 + len(ALL_SPECS)
+    for spec, row in zip(ALL_SPECS, lines[2:]):
+        assert row.startswith(f"| `{spec.name}` |")
+        assert ("| yes |" in row) == spec.read_only
+
+
+# -- specs --------------------------------------------------------------------------------------------
+def test_specs_are_unique_and_described() -> None:
+    assert len(SPECS_BY_NAME) == len(ALL_SPECS), "duplicate parameter names"
+    for spec in ALL_SPECS:
+        assert spec.description.strip(), f"{spec.name} has no description"
+        assert re.fullmatch(r"[a-z][a-z0-9_]*(\.[a-z0-9_]+)*", spec.name), spec.name
+
+
+@pytest.mark.parametrize("spec", ALL_SPECS, ids=lambda s: s.name)
+def test_defaults_validate(spec: ParamSpec) -> None:
+    assert spec.validate(spec.default) is None
+    if spec.choices:
+        assert spec.default in spec.choices
+    if spec.low is not None:
+        assert spec.low <= spec.default <= spec.high
+
+
+def test_defaults_build_the_no_merge_configuration() -> None:
+    assert merge_from(defaults(), "merge") == resolve_merge("none")
+    assert validate_changes(defaults(), {}) is None
+
+
+def test_merge_parameters_cover_every_stage() -> None:
+    for i in range(1, NUM_STAGES + 1):
+        for tokens in ("q", "kv"):
+            for field in ("mode", "ratio", "cell"):
+                assert f"merge.stage{i}.{tokens}.{field}" in SPECS_BY_NAME
+    assert set(MERGE_PRESETS) == {*PRESETS, "custom"}
+    assert SPECS_BY_NAME["merge.preset"].choices == MERGE_PRESETS
+
+
+# -- merge_from -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_preset_maps_to_resolve_merge(preset: str) -> None:
+    # the per-stage values are ignored unless the preset is 'custom'
+    view = {**defaults(), "merge.preset": preset, "merge.stage1.kv.mode": "bsm", "merge.stage1.kv.ratio": 0.6}
+    assert merge_from(view, "merge") == resolve_merge(preset)
+
+
+def test_custom_builds_the_per_stage_configuration() -> None:
+    view = {**defaults(), "merge.preset": "custom", "merge.downsample": 2,
+            "merge.stage1.kv.mode": "bsm", "merge.stage1.kv.ratio": 0.6, "merge.stage1.kv.cell": [2, 2],
+            "merge.stage3.q.mode": "n2d", "merge.stage3.q.cell": [2, 4]}
+    none = TokenMerge()
+    expected = MergeConfig("custom", (
+        StageMerge(q=none, kv=TokenMerge("bsm", 0.6, (2, 2))),
+        StageMerge(),
+        StageMerge(q=TokenMerge("n2d", 0.0, (2, 4)), kv=none),
+        StageMerge(),
+    ), downsample=2)
+    got = merge_from(view, "merge")
+    assert got == expected
+    assert got.stages[0].kv.active and got.stages[2].q.active and not got.is_noop
+    assert isinstance(got.stages[0].kv.cell, tuple)
+
+
+def test_custom_with_defaults_is_a_noop() -> None:
+    got = merge_from({**defaults(), "merge.preset": "custom"}, "merge")
+    assert got.name == "custom" and got.is_noop
+
+
+# -- validate_changes -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("changes,words", [
+    ({"merge.preset": "turbo"}, ["merge.preset", *PRESETS, "custom"]),
+    ({"merge.stage1.kv.ratio": 1.5}, ["merge.stage1.kv.ratio", "0.99"]),
+    ({"merge.stage2.q.ratio": -0.1}, ["merge.stage2.q.ratio"]),
+    ({"merge.stage1.kv.cell": [0, 2]}, ["cell"]),
+    ({"merge.stage1.kv.cell": [2, 2, 2]}, ["cell"]),
+    ({"merge.stage1.kv.cell": [2.0, 2.0]}, ["list of integers"]),
+    ({"merge.stage1.kv.mode": "random"}, ["merge.stage1.kv.mode", "bsm", "n2d"]),
+    ({"merge.downsample": 0}, ["merge.downsample"]),
+    ({"overlay_alpha": 2.0}, ["overlay_alpha"]),
+    ({"max_side": "1024"}, ["max_side", "int"]),
+    ({"max_side": 10.0}, ["max_side", "int"]),
+    ({"max_side": True}, ["max_side", "int"]),
+    ({"overlay_alpha": "0.5"}, ["overlay_alpha", "float"]),
+    ({"output_resolution": "half"}, ["output_resolution", "input", "network"]),
+])
+def test_rejects_invalid_values(changes: dict[str, Any], words: list[str]) -> None:
+    reason = validate_changes(defaults(), changes)
+    assert reason, f"{changes} was accepted"
+    for word in words:
+        assert word in reason, (word, reason)
+
+
+@pytest.mark.parametrize("name,value", [
+    ("weights", "/tmp/other.safetensors"), ("device", "cpu"), ("variant", "b2"), ("precision", "fp16"),
+    ("threads", 2), ("transport", "compressed"), ("qos.depth", 5), ("warmup_frames", 0),
+])
+def test_rejects_read_only(name: str, value: Any) -> None:
+    assert SPECS_BY_NAME[name].read_only
+    reason = validate_changes(defaults(), {name: value})
+    assert reason and name in reason and "read-only" in reason
+
+
+@pytest.mark.parametrize("changes", [
+    {},
+    {"merge.preset": "hq"},
+    *({"merge.preset": p} for p in PRESETS),
+    {"merge.preset": "custom", "merge.stage1.kv.mode": "bsm", "merge.stage1.kv.ratio": 0.6,
+     "merge.stage1.kv.cell": [2, 2], "merge.stage3.q.mode": "n2d"},
+    {"merge.preset": "custom", "merge.downsample": 2},
+    {"merge.stage1.kv.ratio": 0.99, "merge.stage4.q.cell": [1, 1]},
+    {"max_side": 512, "output_resolution": "network", "overlay_alpha": 0.25},
+    {"max_side": 0},
+    {"overlay_alpha": 1, "max_frame_age": 0, "no_image_warning": 3},   # ints for float parameters
+    {"merge.stage2.q.ratio": 0},
+    {"merge.stage1.kv.cell": (4, 2)},
+])
+def test_accepts_valid_changes(changes: dict[str, Any]) -> None:
+    assert validate_changes(defaults(), changes) is None
+
+
+def test_custom_values_are_validated_against_the_current_values() -> None:
+    current = {**defaults(), "merge.preset": "custom", "merge.stage1.kv.mode": "bsm", "merge.stage1.kv.ratio": 0.5}
+    assert validate_changes(current, {"merge.stage1.kv.ratio": 0.7}) is None
+    assert "merge.stage1.kv.ratio" in validate_changes(current, {"merge.stage1.kv.ratio": 1.0})
+
+
+def test_unknown_names_are_left_to_rclpy() -> None:
+    assert validate_changes(defaults(), {"use_sim_time": True}) is None
+    assert validate_changes(defaults(), {"use_sim_time": "not a bool", "some.other": [1.5]}) is None
+    # ours are still checked alongside
+    assert "max_side" in validate_changes(defaults(), {"use_sim_time": True, "max_side": "x"})
+
+
+def test_first_problem_is_reported() -> None:
+    reason = validate_changes(defaults(), {"max_side": 512, "device": "cpu"})
+    assert reason and "device" in reason and "read-only" in reason
+
+
+# -- ParameterDescriptor ------------------------------------------------------------------------------
+def test_descriptors() -> None:
+    from rcl_interfaces.msg import ParameterDescriptor
+
+    from segpp_ros.node import descriptor
+
+    for spec in ALL_SPECS:
+        d = descriptor(spec)
+        assert isinstance(d, ParameterDescriptor)
+        assert d.name == spec.name
+        assert d.read_only == spec.read_only
+        assert d.description.startswith(spec.description)
+        for choice in spec.choices:
+            assert repr(choice) in d.description
+        is_int = isinstance(spec.default, int) and not isinstance(spec.default, bool)
+        if spec.low is not None and isinstance(spec.default, float):
+            assert len(d.floating_point_range) == 1 and not d.integer_range
+            r = d.floating_point_range[0]
+            assert (r.from_value, r.to_value, r.step) == (spec.low, spec.high, 0.0)
+        elif spec.low is not None and is_int:
+            assert len(d.integer_range) == 1 and not d.floating_point_range
+            r = d.integer_range[0]
+            assert (r.from_value, r.to_value, r.step) == (spec.low, spec.high, 0)
+        else:
+            assert not d.integer_range and not d.floating_point_range
+
+    # spot checks
+    assert descriptor(SPECS_BY_NAME["weights"]).read_only
+    assert not descriptor(SPECS_BY_NAME["merge.preset"]).read_only
+    assert descriptor(SPECS_BY_NAME["overlay_alpha"]).floating_point_range[0].to_value == 1.0
+    assert descriptor(SPECS_BY_NAME["max_side"]).integer_range[0].to_value == 8192
