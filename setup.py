@@ -9,7 +9,7 @@ setup(
     packages=find_packages(include=["segpp_ros", "segpp_ros.*"]),
     python_requires=">=3.10",
     install_requires=["torch>=2.3", "numpy>=1.26", "safetensors>=0.4", "tqdm>=4.60", "opencv-python-headless>=4.8"],
-    package_data={"segpp_ros.weights": ["*.safetensors"]},
+    package_data={"segpp_ros.weights": ["*.safetensors"], "segpp_ros.samples": ["*.jpg"]},
     entry_points={
         "console_scripts": [
             "segpp-bench = segpp_ros.cli.bench:main",
@@ -17,6 +17,11 @@ setup(
             "segpp-train = segpp_ros.cli.train:main",
             "segpp-fidelity = segpp_ros.cli.fidelity:main",
             "segpp-demo = segpp_ros.cli.demo:main",
+            "segpp-offline = segpp_ros.cli.offline:main",
+            "segpp-camera = segpp_ros.cli.camera:main",
+            "segpp-sink = segpp_ros.cli.sink:main",
+            "segpp-node = segpp_ros.node:main",
+            "segpp-params = segpp_ros.cli.params:main",
         ],
     },
 )

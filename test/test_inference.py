@@ -1,4 +1,4 @@
-"""Inference core and the offline demo on a tiny saved model."""
+"""Inference core and the offline runner (segpp-offline) on a tiny saved model."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from segpp_ros.cli import demo
+from segpp_ros.cli import offline
 from segpp_ros.data.classes import CITYSCAPES_CLASSES
 from segpp_ros.inference import Segmenter, network_size
 from segpp_ros.model import build_model, save_model
@@ -55,11 +55,11 @@ def test_bad_settings_are_clear_errors(tiny_weights) -> None:
         seg(np.zeros((10, 10), np.uint8))
 
 
-def test_demo_writes_pngs_and_reports(tmp_path, capsys) -> None:
+def test_offline_writes_pngs_and_reports(tmp_path, capsys) -> None:
     weights = tmp_path / "street.safetensors"
     save_model(build_model(TINY, num_classes=19, meta={"classes": list(CITYSCAPES_CLASSES)}).eval(), weights)
     out = tmp_path / "demo"
-    code = demo.main(["--weights", str(weights), "--scenes", "2", "--size", "64x128", "--out", str(out)])
+    code = offline.main(["--weights", str(weights), "--scenes", "2", "--size", "64x128", "--out", str(out)])
     assert code == 0
     names = sorted(p.name for p in out.iterdir())
     assert names == [f"scene00{i}_{k}.png" for i in range(2) for k in ("color", "label", "overlay")]
