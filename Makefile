@@ -58,7 +58,10 @@ train-models: $(STAMP)
 	$(PY) -m segpp_ros.train --task seg --variant b0 --init $(SEG_RUN)/model.safetensors --steps 1000 \
 		--batch-size 4 --crop 384x384 --scale-range 512,1152 --lr 3e-4 --warmup-steps 50 --grad-clip 1.0 \
 		--seed 6800 --workers 1 --threads 2 --fp16 --ckpt-every 100 --log-every 50 --no-progress --out $(SEG_RUN)-p2
-	cp $(SEG_RUN)-p2/model.safetensors segpp_ros/weights/segpp_b0_synthstreet_seg.safetensors
+	$(PY) -m segpp_ros.train --task seg --variant b0 --init $(SEG_RUN)-p2/model.safetensors --steps 3000 \
+		--batch-size 4 --crop 384x384 --scale-range 512,1152 --lr 2e-4 --warmup-steps 50 --grad-clip 1.0 \
+		--seed 10800 --workers 1 --threads 2 --fp16 --ckpt-every 100 --log-every 50 --no-progress --out $(SEG_RUN)-p3
+	cp $(SEG_RUN)-p3/model.safetensors segpp_ros/weights/segpp_b0_synthstreet_seg.safetensors
 	cp $(POSE_RUN)/model.safetensors segpp_ros/weights/segpp_b0_synthstreet_pose.safetensors
 
 # Fidelity study for README: accuracy and speed-up of every preset in one run.
