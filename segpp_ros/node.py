@@ -36,6 +36,7 @@ from segpp.msg import LabelInfo  # noqa: E402
 from .conversions import ImageFormatError, array_to_image, compressed_to_rgb, image_to_rgb, label_encoding  # noqa: E402
 from .params import ALL_SPECS, SPECS_BY_NAME, ParamSpec, merge_from, validate_changes  # noqa: E402
 from .realtime import Counters, LatestSlot, RateMeter, Window  # noqa: E402
+from .model.runtime import keep_freed_memory  # noqa: E402
 
 NODE_NAME = "segpp"
 LOG_EVERY_S = 5.0  # one line per problem kind per this many seconds
@@ -314,6 +315,7 @@ class SegppNode(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_freed_memory()  # before DDS and the inference worker start their threads (see its docstring)
     rclpy.init(args=sys.argv if argv is None else argv)
     node = None
     try:

@@ -290,19 +290,20 @@ def test_compressed_transport(tmp_path):
 
     from segpp_ros.conversions import rgb_to_compressed
 
+    # its own node name: the module's /segpp node is alive too, on the same /diagnostics
     node = NodeProcess(tmp_path, {**NODE_PARAMS, "transport": "compressed"}, {"image": "/zcam/image"},
-                       name="segpp")
+                       name="segpp_zc")
     probe = Probe("segpp_test_compressed")
     try:
-        probe.subscribe(Image, "/segpp/label")
+        probe.subscribe(Image, "/segpp_zc/label")
         probe.subscribe(DiagnosticArray, "/diagnostics", QoSProfile(depth=50))
         probe.camera = probe.publisher(CompressedImage, "/zcam/image/compressed")
-        wait_for(lambda: diagnostics_values(probe), START_TIMEOUT, "the node's first diagnostics", node)
+        wait_for(lambda: diagnostics_values(probe, "/segpp_zc"), START_TIMEOUT, "the node's first diagnostics", node)
 
         def frame(name: str) -> CompressedImage:
             return rgb_to_compressed(SCENE, Header(stamp=probe.now_msg(), frame_id=name), "png")
         graph = (node, probe)
-        out = roundtrip(graph, frame("png_1"))
+        out = roundtrip(graph, frame("png_1"), "/segpp_zc/label")
         assert out.header.frame_id == "png_1"
         np.testing.assert_array_equal(labels_of(out), reference_labels(SCENE))  # png is lossless
         for _ in range(3):
@@ -310,9 +311,9 @@ def test_compressed_transport(tmp_path):
             corrupt.data = bytes(corrupt.data[:200])
             probe.camera.publish(corrupt)
             time.sleep(0.2)
-        wait_for(lambda: int(diagnostics_values(probe).get("bad_input_compressed", 0)) > 0, 30,
+        wait_for(lambda: int(diagnostics_values(probe, "/segpp_zc").get("bad_input_compressed", 0)) > 0, 30,
                  "the bad_input_compressed counter", node)
-        assert roundtrip(graph, frame("png_2")).header.frame_id == "png_2"
+        assert roundtrip(graph, frame("png_2"), "/segpp_zc/label").header.frame_id == "png_2"
         assert "/zcam/image/compressed" in node.output()
     finally:
         probe.close()
@@ -345,14 +346,16 @@ def test_more_than_255_classes_give_mono16_labels(tmp_path):
     weights = tmp_path / "tiny300.safetensors"
     model = build_model(TINY, num_classes=300).eval()
     save_model(model, weights)
-    node = NodeProcess(tmp_path, {**NODE_PARAMS, "weights": str(weights)}, {"image": "/mcam/image"})
+    node = NodeProcess(tmp_path, {**NODE_PARAMS, "weights": str(weights)}, {"image": "/mcam/image"},
+                       name="segpp_m16")
     probe = Probe("segpp_test_mono16")
     try:
-        probe.subscribe(Image, "/segpp/label")
+        probe.subscribe(Image, "/segpp_m16/label")
         probe.subscribe(DiagnosticArray, "/diagnostics", QoSProfile(depth=50))
         probe.camera = probe.publisher(Image, "/mcam/image")
-        wait_for(lambda: diagnostics_values(probe), START_TIMEOUT, "the node's first diagnostics", node)
-        out = roundtrip((node, probe), make_frame(probe, SCENE))
+        wait_for(lambda: diagnostics_values(probe, "/segpp_m16"), START_TIMEOUT, "the node's first diagnostics",
+                 node)
+        out = roundtrip((node, probe), make_frame(probe, SCENE), "/segpp_m16/label")
         assert (out.encoding, out.height, out.width, out.step) == ("mono16", H, W, 2 * W)
         from segpp_ros.inference import Segmenter
         threads = torch.get_num_threads()
@@ -363,7 +366,7 @@ def test_more_than_255_classes_give_mono16_labels(tmp_path):
             torch.set_num_threads(threads)
         assert expected.dtype == np.uint16
         np.testing.assert_array_equal(labels_of(out), expected)
-        assert diagnostics_values(probe)["weights"] == str(weights)
+        assert diagnostics_values(probe, "/segpp_m16")["weights"] == str(weights)
     finally:
         probe.close()
         assert node.stop() == 0
