@@ -13,9 +13,11 @@ setup(
     entry_points={
         "console_scripts": [
             "segpp-bench = segpp_ros.cli.bench:main",
+            "segpp-rosbench = segpp_ros.cli.rosbench:main",
             "segpp-convert = segpp_ros.cli.convert:main",
             "segpp-train = segpp_ros.cli.train:main",
             "segpp-fidelity = segpp_ros.cli.fidelity:main",
+            "segpp-posebench = segpp_ros.cli.posebench:main",
             "segpp-demo = segpp_ros.cli.demo:main",
             "segpp-offline = segpp_ros.cli.offline:main",
             "segpp-camera = segpp_ros.cli.camera:main",
