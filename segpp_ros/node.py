@@ -1,4 +1,4 @@
-"""The segpp node: camera images in, class-ID label images out.
+"""The segpp node: camera images in, class-ID label images and human keypoints out.
 
 A thin rclpy adapter over the inference core (segpp_ros.inference): parameters come from
 segpp_ros.params, messages from segpp_ros.conversions. Frames go through a keep-latest slot
@@ -37,6 +37,7 @@ from .conversions import ImageFormatError, array_to_image, compressed_to_rgb, im
 from .params import ALL_SPECS, SPECS_BY_NAME, ParamSpec, merge_from, validate_changes  # noqa: E402
 from .realtime import Counters, LatestSlot, RateMeter, Window  # noqa: E402
 from .model.runtime import keep_freed_memory  # noqa: E402
+from .node_pose import PoseLoadError, PoseOutput  # noqa: E402
 
 NODE_NAME = "segpp"
 LOG_EVERY_S = 5.0  # one line per problem kind per this many seconds
@@ -104,6 +105,11 @@ class SegppNode(Node):
         self.pub_label_info = self.create_publisher(LabelInfo, "~/label_info", latched)
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._publish_label_info()
+        try:
+            self.pose = PoseOutput(self, self.values, self.segmenter.classes, self.values["device"],
+                                   self.values["precision"])
+        except (PoseLoadError, ValueError) as err:
+            raise StartupError(str(err)) from None
 
         self._warm_up()
         self.add_on_set_parameters_callback(self._check_parameters)
@@ -168,6 +174,7 @@ class SegppNode(Node):
         image = np.zeros((480, 640, 3), np.uint8)
         for _ in range(n):
             self.segmenter(image, output=self.values["output_resolution"])
+            self.pose.warm_up()
         self.get_logger().info(f"warm-up: {n} frames in {time.perf_counter() - start:.2f} s")
 
     def _compressed_topic(self) -> str:
@@ -191,7 +198,7 @@ class SegppNode(Node):
         for p in params:
             spec = SPECS_BY_NAME.get(p.name)
             changes[p.name] = self._typed(spec, p.value) if spec else p.value
-        reason = validate_changes(self.values, changes)
+        reason = validate_changes(self.values, changes) or self.pose.check({**self.values, **changes})
         return SetParametersResult(successful=reason is None, reason=reason or "")
 
     def _apply_parameters(self, params: list[Parameter]) -> None:
@@ -203,6 +210,9 @@ class SegppNode(Node):
             # applied by the inference thread between frames: a forward never sees half a change
             self._pending_merge = merge_from(self.values, "merge")
             self.get_logger().info(f"merge -> {self._pending_merge.name!r} from the next frame")
+        if any(p.name.startswith("pose.merge.") for p in params):
+            self.pose.pending_merge = merge_from(self.values, "pose.merge")
+            self.get_logger().info(f"pose merge -> {self.pose.pending_merge.name!r} from the next frame")
 
     # -- frames -----------------------------------------------------------------------------------
     def _on_image(self, msg: Image | CompressedImage) -> None:
@@ -246,14 +256,24 @@ class SegppNode(Node):
         self._publish(self.pub_label, result.labels, header, label_encoding(len(self.segmenter.classes)))
         if self.pub_color.get_subscription_count() > 0:
             self._publish(self.pub_color, self.segmenter.colorize(result.labels), header, "rgb8")
-        if self.pub_overlay.get_subscription_count() > 0:
-            self._publish(self.pub_overlay, self.segmenter.overlay(image, result.labels, values["overlay_alpha"]),
-                          header, "rgb8")
+        # latency and rates describe the labels; keypoints follow on the same thread
         self.outputs.tick()
         self.latency.add((time.monotonic() - frame.arrived) * 1000)
         self.network.add(result.network_ms)
         if _stamp_ns(header) > 0:
             self.age.add((self.get_clock().now().nanoseconds - _stamp_ns(header)) / 1e6)
+        pose = None
+        if values["pose.enable"]:
+            try:
+                pose = self.pose(values, image, result.labels, header)
+            except PoseLoadError as err:
+                self.counters.bump("pose_load_errors")
+                self._log_throttled("pose_load", str(err), error=True)
+        if self.pub_overlay.get_subscription_count() > 0:
+            overlay = self.segmenter.overlay(image, result.labels, values["overlay_alpha"])
+            if pose is not None:
+                overlay = self.pose.draw(values, overlay, pose)
+            self._publish(self.pub_overlay, overlay, header, "rgb8")
 
     def _publish(self, publisher: Any, array: np.ndarray, header: Any, encoding: str) -> None:
         try:
@@ -298,6 +318,7 @@ class SegppNode(Node):
             "merge_preset": self.segmenter.model.merge.name, "device": str(self.segmenter.device),
             "precision": self.values["precision"], "max_side": str(self.values["max_side"]),
             "input_topic": self.input_topic, "weights": self.segmenter.weights,
+            **self.pose.status(self.values),
         }
         return DiagnosticStatus(level=level, name=f"{self.get_fully_qualified_name()}: segmentation",
                                 message=message, hardware_id=str(self.segmenter.device),

@@ -45,3 +45,59 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, node: Node
 
 def run_python(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+
+
+_frame_counter = [0]
+
+
+def make_frame(probe: Probe, image: "np.ndarray", as_encoding: str = "rgb8", **overrides):
+    """An Image with a fresh stamp and a unique frame_id, so its answer can be found."""
+    from std_msgs.msg import Header
+
+    from segpp_ros.conversions import rgb_to_image
+
+    _frame_counter[0] += 1
+    header = Header(stamp=probe.now_msg(), frame_id=f"cam_{_frame_counter[0]}")
+    msg = rgb_to_image(image, header, as_encoding)
+    for key, value in overrides.items():
+        setattr(msg, key, value)
+    return msg
+
+
+def answer(probe: Probe, topic: str, msg) -> object | None:
+    for out in probe.messages(topic):
+        if out.header.frame_id == msg.header.frame_id:
+            return out
+    return None
+
+
+def roundtrip(graph, msg, topic: str = "/segpp/label", timeout: float = 60.0):
+    """Publish msg (re-publishing while unanswered: best-effort may drop) and return the answer."""
+    node, probe = graph
+
+    def publish() -> None:
+        msg.header.stamp = probe.now_msg()  # a re-sent frame is a new frame, not a stale one
+        probe.camera.publish(msg)
+    return wait_for(lambda: answer(probe, topic, msg), timeout, f"an answer on {topic}", node,
+                    every=publish, period=0.5)
+
+
+def set_params(probe: Probe, node: str = "segpp", **values):
+    """Set parameters through the SetParameters service (what `ros2 param set` calls)."""
+    from rclpy.parameter import Parameter
+    from rclpy.parameter_client import AsyncParameterClient
+
+    client = AsyncParameterClient(probe.node, node)
+    assert client.wait_for_services(timeout_sec=30), f"parameter services of /{node} not found"
+    future = client.set_parameters([Parameter(k.replace("__", "."), value=v) for k, v in values.items()])
+    wait_for(future.done, 30, "the SetParameters response")
+    return future.result().results
+
+
+def get_param(probe: Probe, name: str, node: str = "segpp"):
+    from rclpy.parameter_client import AsyncParameterClient
+
+    client = AsyncParameterClient(probe.node, node)
+    future = client.get_parameters([name])
+    wait_for(future.done, 30, "the GetParameters response")
+    return future.result().values[0]

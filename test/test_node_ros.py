@@ -13,12 +13,13 @@ import torch
 
 from segpp_ros.data.scenes import render_scene
 
-from .rosgraph import NodeProcess, Probe, diagnostics_values, require_isolated_network, wait_for
+from .rosgraph import (NodeProcess, Probe, answer, diagnostics_values, get_param, make_frame,  # noqa: F401
+                       require_isolated_network, roundtrip, set_params, wait_for)
 
 IMAGE_TOPIC = "/test_cam/image"
 H, W = 120, 200
 # small network input and one thread: fast, and bit-identical to the in-process reference
-NODE_PARAMS = {"max_side": 128, "threads": 1, "warmup_frames": 1, "diagnostics_period": 0.5}
+NODE_PARAMS = {"max_side": 128, "threads": 1, "warmup_frames": 1, "diagnostics_period": 0.5, "pose.enable": False}
 START_TIMEOUT = 120.0
 
 
@@ -58,65 +59,9 @@ def reference_labels(image: np.ndarray, merge: str = "none") -> np.ndarray:
         torch.set_num_threads(threads)
 
 
-_frame_counter = [0]
-
-
-def make_frame(probe: Probe, image: np.ndarray, as_encoding: str = "rgb8", **overrides):
-    """An Image with a fresh stamp and a unique frame_id, so its answer can be found."""
-    from std_msgs.msg import Header
-
-    from segpp_ros.conversions import rgb_to_image
-
-    _frame_counter[0] += 1
-    header = Header(stamp=probe.now_msg(), frame_id=f"cam_{_frame_counter[0]}")
-    msg = rgb_to_image(image, header, as_encoding)
-    for key, value in overrides.items():
-        setattr(msg, key, value)
-    return msg
-
-
-def answer(probe: Probe, topic: str, msg) -> object | None:
-    for out in probe.messages(topic):
-        if out.header.frame_id == msg.header.frame_id:
-            return out
-    return None
-
-
-def roundtrip(graph, msg, topic: str = "/segpp/label", timeout: float = 60.0):
-    """Publish msg (re-publishing while unanswered: best-effort may drop) and return the answer."""
-    node, probe = graph
-
-    def publish() -> None:
-        msg.header.stamp = probe.now_msg()  # a re-sent frame is a new frame, not a stale one
-        probe.camera.publish(msg)
-    return wait_for(lambda: answer(probe, topic, msg), timeout, f"an answer on {topic}", node,
-                    every=publish, period=0.5)
-
-
 def labels_of(msg) -> np.ndarray:
     dtype = np.uint8 if msg.encoding == "mono8" else np.uint16
     return np.frombuffer(bytes(msg.data), dtype).reshape(msg.height, msg.step // dtype().itemsize)[:, :msg.width]
-
-
-def set_params(probe: Probe, **values):
-    """Set parameters through the SetParameters service (what `ros2 param set` calls)."""
-    from rclpy.parameter import Parameter
-    from rclpy.parameter_client import AsyncParameterClient
-
-    client = AsyncParameterClient(probe.node, "segpp")
-    assert client.wait_for_services(timeout_sec=30), "parameter services of /segpp not found"
-    future = client.set_parameters([Parameter(k.replace("__", "."), value=v) for k, v in values.items()])
-    wait_for(future.done, 30, "the SetParameters response")
-    return future.result().results
-
-
-def get_param(probe: Probe, name: str):
-    from rclpy.parameter_client import AsyncParameterClient
-
-    client = AsyncParameterClient(probe.node, "segpp")
-    future = client.get_parameters([name])
-    wait_for(future.done, 30, "the GetParameters response")
-    return future.result().values[0]
 
 
 SCENE = render_scene(10_000_777, H, W).image

@@ -4,7 +4,8 @@
     segpp-sink --prefix /robot/segpp --save-every 10
 
 Subscribes <prefix>/label, /color, /overlay (sensor data QoS: best effort, so it matches
-reliable and best-effort publishers), <prefix>/label_info (transient local: the node's class
+reliable and best-effort publishers), <prefix>/keypoints (persons written as NNN_keypoints.json
+next to the PNGs), <prefix>/label_info (transient local: the node's class
 table, written to classes.txt) and /diagnostics (the node's last status goes in the summary).
 
 Latency of a frame = receive time (this node's clock) - header stamp. The node copies the
@@ -134,7 +135,8 @@ class Recorder:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.out = Path(args.out)
-        self.stats: dict[str, TopicStats] = {t: TopicStats() for t in IMAGE_TOPICS}
+        self.stats: dict[str, TopicStats] = {t: TopicStats() for t in (*IMAGE_TOPICS, "keypoints")}
+        self.persons: list[int] = []  # persons per keypoints message
         self.frame_of: OrderedDict[int, int] = OrderedDict()  # header stamp -> frame number
         self.frames = 0
         self.done_at: float | None = None  # monotonic time the last wanted frame started arriving
@@ -175,6 +177,30 @@ class Recorder:
             self.last_frame_topics.add(topic)
         if self.args.save_every and number % self.args.save_every == 0:
             self._save(topic, msg, number)
+
+    def on_keypoints(self, msg: Any, now_ns: int) -> None:
+        """Count and time one keypoints message; on saved frames write its persons as JSON."""
+        received = time.monotonic()
+        stamp = stamp_ns(msg.header)
+        number = self.frame_number(stamp)
+        if number is None:
+            return
+        self.stats["keypoints"].add(received, (now_ns - stamp) / 1e6 if stamp > 0 else None)
+        self.persons.append(len(msg.persons))
+        if self.args.frames and number == self.args.frames - 1:
+            self.last_frame_topics.add("keypoints")
+        if self.args.save_every and number % self.args.save_every == 0:
+            persons = [{"box": [round(float(v), 2) for v in p.box], "score": round(float(p.score), 4),
+                        "instance_id": int(p.instance_id),
+                        "keypoints": [[round(k.x, 2), round(k.y, 2), round(k.score, 4)] for k in p.keypoints]}
+                       for p in msg.persons]
+            self.writer.submit(self._write_json, self.out / f"{number:03d}_keypoints.json", persons)
+
+    def _write_json(self, path: Path, persons: list[dict]) -> None:
+        import json
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"persons": persons}) + "\n")
 
     def _save(self, topic: str, msg: Any, number: int) -> None:
         try:
@@ -251,6 +277,9 @@ class Recorder:
                          f"{len(info.class_names)} classes in {self.out / 'classes.txt'}")
         else:
             lines.append(f"no {self.args.prefix}/label_info received")
+        if self.persons:
+            lines.append(f"keypoints: {sum(self.persons)} persons in {len(self.persons)} frames "
+                         f"(at most {max(self.persons)} in one)")
         lines.extend(self._diagnostics_lines())
         lines.append(f"{self.saved} PNGs in {self.out}/" + (f"; {len(self.errors)} errors, first: {self.errors[0]}"
                                                               if self.errors else ""))
@@ -277,7 +306,7 @@ def make_node(recorder: Recorder):
     from rclpy.node import Node
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
     from rclpy.task import Future
-    from segpp.msg import LabelInfo
+    from segpp.msg import LabelInfo, PersonKeypointsArray
     from sensor_msgs.msg import Image
 
     prefix = recorder.args.prefix
@@ -293,6 +322,7 @@ def make_node(recorder: Recorder):
             for topic in IMAGE_TOPICS:
                 self.create_subscription(Image, f"{prefix}/{topic}", self._image_callback(topic), sensor)
             self.create_subscription(LabelInfo, f"{prefix}/label_info", recorder.on_label_info, latched)
+            self.create_subscription(PersonKeypointsArray, f"{prefix}/keypoints", self._on_keypoints, 10)
             self.create_subscription(DiagnosticArray, "/diagnostics", recorder.on_diagnostics, 10)
             self.result = Future()  # the exit code
             self.create_timer(0.1, self._check_done)
@@ -304,6 +334,9 @@ def make_node(recorder: Recorder):
                 if recorder.finished():
                     self._finish(0)
             return callback
+
+        def _on_keypoints(self, msg: Any) -> None:
+            recorder.on_keypoints(msg, self.get_clock().now().nanoseconds)
 
         def _check_done(self) -> None:
             if recorder.finished():

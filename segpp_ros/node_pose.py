@@ -1,0 +1,146 @@
+"""The pose part of the segpp node: person boxes -> top-down keypoints -> ~/keypoints, ~/markers.
+
+Owned by SegppNode (segpp_ros.node) and called from its inference thread after each
+segmentation; everything here runs on that thread except the parameter checks.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from visualization_msgs.msg import MarkerArray
+
+from segpp.msg import KeypointInfo, PersonKeypointsArray
+
+from .drawing import draw_skeletons
+from .keypoint_msgs import keypoint_info_message, keypoints_message, markers_message
+from .model.merge import MergeConfig
+from .params import merge_from
+from .pose import PoseEstimator, PoseResult, person_boxes, whole_frame_box
+from .realtime import Window
+
+
+class PoseLoadError(RuntimeError):
+    """The pose weights cannot be loaded; the message names the file and the fix."""
+
+
+def person_class_ids(spec: str, classes: Sequence[str]) -> list[int]:
+    """'person,rider' or '11,12' (names or IDs, comma-separated) -> class IDs of the segmentation
+    model; raises ValueError naming what is unknown and what exists."""
+    ids = []
+    for item in (c.strip() for c in spec.split(",")):
+        if not item:
+            continue
+        if item.isdigit() and int(item) < len(classes):
+            ids.append(int(item))
+        elif item in classes:
+            ids.append(classes.index(item))
+        else:
+            shown = ", ".join(classes[:24]) + (", ..." if len(classes) > 24 else "")
+            raise ValueError(f"pose.person_classes names {item!r}, which the segmentation model does not have "
+                             f"(its classes: {shown}); use names or IDs 0..{len(classes) - 1}")
+    return ids
+
+
+class PoseOutput:
+    """Keypoints of the persons in each frame, published on ~/keypoints (and ~/markers)."""
+
+    def __init__(self, node: Node, values: Mapping[str, Any], classes: Sequence[str], device: str,
+                 precision: str) -> None:
+        self.node = node
+        self.device, self.precision = device, precision
+        try:
+            self.person_ids = person_class_ids(values["pose.person_classes"], classes)
+        except ValueError as err:
+            # a segmentation model without persons must not stop a node that may only segment
+            self.person_ids = []
+            node.get_logger().warning(f"{err}. Until then no person boxes come from the segmentation "
+                                      "(pose.box_source whole_frame still works)")
+        self.estimator: PoseEstimator | None = None
+        self.pending_merge: MergeConfig | None = None
+        self.latency = Window()
+        self.persons_last = 0
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.pub_keypoints = node.create_publisher(PersonKeypointsArray, "~/keypoints", reliable)
+        self.pub_markers = node.create_publisher(MarkerArray, "~/markers", reliable)
+        self.pub_info = node.create_publisher(KeypointInfo, "~/keypoint_info", QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        if values["pose.enable"]:
+            self.load(values)
+
+    def load(self, values: Mapping[str, Any]) -> PoseEstimator:
+        """Load the pose model (at start, or on the first frame after pose.enable turns true)."""
+        if self.estimator is not None:
+            return self.estimator
+        weights = values["pose.weights"] or None
+        try:
+            estimator = PoseEstimator(weights, device=self.device, precision=self.precision,
+                                      merge=merge_from(values, "pose.merge"), padding=values["pose.padding"],
+                                      flip_test=values["pose.flip_test"])
+        except Exception as err:  # noqa: BLE001 -- any failure to load is reported the same way
+            raise PoseLoadError(f"cannot load the pose weights: {str(err).rstrip('.')}. Fix the 'pose.weights' "
+                                "parameter, leave it empty for the embedded model, or set pose.enable false") from None
+        self.estimator = estimator
+        self.pub_info.publish(keypoint_info_message(estimator.keypoint_names, estimator.skeleton,
+                                                    estimator.flip_pairs, node_stamp(self.node)))
+        self.node.get_logger().info(f"pose: {estimator.describe()}, merge '{estimator.model.merge.name}'")
+        return estimator
+
+    def warm_up(self) -> None:
+        if self.estimator is not None:
+            self.estimator(np.zeros((480, 640, 3), np.uint8), [whole_frame_box(480, 640)])
+
+    def check(self, view: Mapping[str, Any]) -> str | None:
+        """Node-specific validation of a parameter view (beyond segpp_ros.params)."""
+        if view["pose.flip_test"] and self.estimator is not None and not self.estimator.flip_pairs:
+            return (f"pose.flip_test needs left/right keypoint pairs and {self.estimator.weights} has none: "
+                    "keep it false")
+        return None
+
+    def boxes(self, values: Mapping[str, Any], image_hw: tuple[int, int], labels: np.ndarray) -> list:
+        h, w = image_hw
+        if values["pose.box_source"] == "whole_frame":
+            return [whole_frame_box(h, w)]
+        scale = (w / labels.shape[1], h / labels.shape[0])
+        return person_boxes(labels, self.person_ids, min_area=values["pose.min_box_area"],
+                            merge_gap=values["pose.merge_gap"], scale=scale)
+
+    def __call__(self, values: Mapping[str, Any], image: np.ndarray, labels: np.ndarray,
+                 header: Any) -> PoseResult:
+        """Keypoints of one frame (labels at input or network resolution), published."""
+        start = time.perf_counter()
+        estimator = self.load(values)
+        if self.pending_merge is not None:
+            merge, self.pending_merge = self.pending_merge, None
+            estimator.set_merge(merge)
+        estimator.padding = values["pose.padding"]
+        estimator.flip_test = values["pose.flip_test"]
+        result = estimator(image, self.boxes(values, image.shape[:2], labels), values["pose.max_persons"])
+        self.pub_keypoints.publish(keypoints_message(header, result))
+        if self.pub_markers.get_subscription_count() > 0:
+            self.pub_markers.publish(markers_message(header, result, estimator.skeleton, estimator.keypoint_names,
+                                                     values["pose.score_threshold"], values["pose.marker_scale"]))
+        self.persons_last = len(result.persons)
+        self.latency.add((time.perf_counter() - start) * 1000)
+        return result
+
+    def draw(self, values: Mapping[str, Any], overlay: np.ndarray, result: PoseResult) -> np.ndarray:
+        if self.estimator is None or not values["pose.draw_overlay"]:
+            return overlay
+        return draw_skeletons(overlay, [p.keypoints for p in result.persons], self.estimator.skeleton,
+                              self.estimator.keypoint_names, values["pose.score_threshold"])
+
+    def status(self, values: Mapping[str, Any]) -> dict[str, str]:
+        """Diagnostics key/values of the pose stage."""
+        enabled = bool(values["pose.enable"])
+        merge = self.estimator.model.merge.name if self.estimator is not None else values["pose.merge.preset"]
+        return {"pose": "on" if enabled else "off", "pose_persons_last": str(self.persons_last if enabled else 0),
+                "pose_p50_ms": f"{self.latency.percentile(50):.1f}", "pose_merge_preset": merge,
+                "pose_box_source": values["pose.box_source"]}
+
+
+def node_stamp(node: Node) -> Any:
+    return node.get_clock().now().to_msg()

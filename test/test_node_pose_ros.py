@@ -1,0 +1,175 @@
+"""Keypoints through real rclpy and real Fast DDS: the node as its own process, a probe here."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from segpp_ros.data.classes import COCO_FLIP_PAIRS, COCO_KEYPOINTS, COCO_SKELETON
+from segpp_ros.data.scenes import render_scene
+
+from .rosgraph import (NodeProcess, Probe, diagnostics_values, make_frame, require_isolated_network, roundtrip,
+                       set_params, wait_for)
+
+NAME = "segpp_pose"
+IMAGE_TOPIC = "/pose_cam/image"
+# five person components at max_side 256 with min area 100 (checked below); max_persons caps them at 3
+SCENE = render_scene(10_000_910, 240, 320).image
+NODE_PARAMS = {"max_side": 256, "threads": 1, "warmup_frames": 1, "diagnostics_period": 0.5,
+               "pose.enable": True, "pose.min_box_area": 100, "pose.max_persons": 3}
+START_TIMEOUT = 120.0
+K = len(COCO_KEYPOINTS)
+
+
+@pytest.fixture(scope="module")
+def graph(tmp_path_factory):
+    require_isolated_network()
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+    from visualization_msgs.msg import MarkerArray
+
+    from segpp.msg import KeypointInfo, PersonKeypointsArray
+
+    node = NodeProcess(tmp_path_factory.mktemp("pose"), NODE_PARAMS, {"image": IMAGE_TOPIC}, name=NAME)
+    probe = Probe("segpp_test_pose_probe")
+    reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+    probe.subscribe(Image, f"/{NAME}/label")
+    probe.subscribe(PersonKeypointsArray, f"/{NAME}/keypoints", reliable)
+    probe.subscribe(MarkerArray, f"/{NAME}/markers", reliable)
+    probe.subscribe(DiagnosticArray, "/diagnostics", QoSProfile(depth=50))
+    probe.subscribe(KeypointInfo, f"/{NAME}/keypoint_info", QoSProfile(
+        depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    probe.camera = probe.publisher(Image, IMAGE_TOPIC)
+    wait_for(lambda: diagnostics_values(probe, f"/{NAME}"), START_TIMEOUT, "the node's first diagnostics", node)
+    yield node, probe
+    probe.close()
+    code = node.stop()
+    assert code == 0, f"node exited with {code}:\n{node.output()[-3000:]}"
+
+
+def keypoints_for(graph, msg, timeout: float = 60.0):
+    """Publish a frame until its keypoints message arrives; return it."""
+    return roundtrip(graph, msg, f"/{NAME}/keypoints", timeout)
+
+
+def reference_poses(image: np.ndarray):
+    """What the inference core computes for the same image and settings (one thread, like the node)."""
+    from segpp_ros.inference import Segmenter
+    from segpp_ros.pose import PoseEstimator, person_boxes
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        labels = Segmenter(None, device="cpu", max_side=NODE_PARAMS["max_side"])(image).labels
+        boxes = person_boxes(labels, (11, 12), min_area=NODE_PARAMS["pose.min_box_area"])
+        return boxes, PoseEstimator(None, device="cpu")(image, boxes, NODE_PARAMS["pose.max_persons"])
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_keypoints_match_inference_core(graph):
+    _, probe = graph
+    frame = make_frame(probe, SCENE)
+    out = keypoints_for(graph, frame)
+    assert out.header.frame_id == frame.header.frame_id
+    assert (out.header.stamp.sec, out.header.stamp.nanosec) == (frame.header.stamp.sec, frame.header.stamp.nanosec)
+    boxes, expected = reference_poses(SCENE)
+    assert len(boxes) == 5 and len(expected.persons) == 3          # the cap, largest first
+    assert len(out.persons) == 3
+    for got, want in zip(out.persons, expected.persons):
+        assert len(got.keypoints) == K                                  # every joint, in model order
+        np.testing.assert_allclose(np.array(got.box), want.box, atol=1e-4)
+        assert got.instance_id == want.instance_id
+        kp = np.array([[k.x, k.y, k.score] for k in got.keypoints])
+        np.testing.assert_allclose(kp, want.keypoints, atol=1e-3)
+    assert [p.instance_id for p in out.persons] == [0, 1, 2]
+
+
+def test_keypoint_info_is_latched(graph):
+    _, probe = graph
+    info = wait_for(lambda: probe.messages(f"/{NAME}/keypoint_info"), 30, "~/keypoint_info")[-1]
+    assert list(info.names) == list(COCO_KEYPOINTS)
+    assert [tuple(info.skeleton[i:i + 2]) for i in range(0, len(info.skeleton), 2)] == list(COCO_SKELETON)
+    assert [tuple(info.flip_pairs[i:i + 2]) for i in range(0, len(info.flip_pairs), 2)] == list(COCO_FLIP_PAIRS)
+
+
+def test_markers_for_rviz(graph):
+    from visualization_msgs.msg import Marker
+
+    _, probe = graph
+    frame = make_frame(probe, SCENE)
+    keypoints_for(graph, frame)
+    markers = wait_for(lambda: [m for m in probe.messages(f"/{NAME}/markers")
+                                if m.markers and m.markers[0].header.frame_id == frame.header.frame_id],
+                       30, "~/markers of the frame")[-1].markers
+    assert markers[0].action == Marker.DELETEALL
+    assert [m.type for m in markers[1:]] == [Marker.LINE_LIST, Marker.POINTS] * 3
+    assert all(m.header.frame_id == frame.header.frame_id for m in markers)
+    lines = markers[1]
+    assert len(lines.points) % 2 == 0 and len(lines.points) == len(lines.colors)
+
+
+def test_pose_merge_preset_changes_live(graph):
+    _, probe = graph
+    assert set_params(probe, NAME, **{"pose.merge.preset": "2x2"})[0].successful
+    try:
+        out = keypoints_for(graph, make_frame(probe, SCENE))
+        assert len(out.persons) == 3 and all(len(p.keypoints) == K for p in out.persons)
+        wait_for(lambda: diagnostics_values(probe, f"/{NAME}")["pose_merge_preset"] == "2x2", 10,
+                 "pose_merge_preset 2x2 on /diagnostics")
+        # the segmentation model keeps its own setting
+        assert diagnostics_values(probe, f"/{NAME}")["merge_preset"] == "none"
+        bad = set_params(probe, NAME, **{"pose.merge.preset": "fastest"})[0]
+        assert not bad.successful and "pose.merge.preset" in bad.reason
+        bad = set_params(probe, NAME, **{"pose.merge.stage1.kv.ratio": 1.5})[0]
+        assert not bad.successful and "pose.merge.stage1.kv.ratio" in bad.reason
+        assert diagnostics_values(probe, f"/{NAME}")["pose_merge_preset"] == "2x2"
+    finally:
+        assert set_params(probe, NAME, **{"pose.merge.preset": "none"})[0].successful
+
+
+def test_whole_frame_box_source(graph):
+    _, probe = graph
+    assert set_params(probe, NAME, **{"pose.box_source": "whole_frame"})[0].successful
+    try:
+        out = keypoints_for(graph, make_frame(probe, SCENE))
+        assert len(out.persons) == 1
+        person = out.persons[0]
+        assert list(person.box) == [0, 0, SCENE.shape[1] - 1, SCENE.shape[0] - 1] and person.instance_id == -1
+        assert len(person.keypoints) == K
+    finally:
+        assert set_params(probe, NAME, **{"pose.box_source": "segmentation"})[0].successful
+
+
+def test_pose_disabled_publishes_no_keypoints(graph):
+    _, probe = graph
+    assert set_params(probe, NAME, **{"pose.enable": False})[0].successful
+    try:
+        frames = [make_frame(probe, SCENE) for _ in range(3)]
+        for frame in frames:
+            roundtrip(graph, frame, f"/{NAME}/label")                  # segmentation still answers
+        time.sleep(1.0)                                                 # room for a late keypoints message
+        ids = {f.header.frame_id for f in frames}
+        assert not [m for m in probe.messages(f"/{NAME}/keypoints") if m.header.frame_id in ids]
+        wait_for(lambda: diagnostics_values(probe, f"/{NAME}")["pose"] == "off", 10, "pose off on /diagnostics")
+    finally:
+        assert set_params(probe, NAME, **{"pose.enable": True})[0].successful
+    assert len(keypoints_for(graph, make_frame(probe, SCENE)).persons) == 3
+
+
+def test_bad_pose_weights_stop_the_node_with_the_file_named(tmp_path):
+    require_isolated_network()
+    bad = tmp_path / "pose.safetensors"
+    bad.write_bytes(b"\x00" * 64)
+    node = NodeProcess(tmp_path, {**NODE_PARAMS, "pose.weights": str(bad), "warmup_frames": 0}, {},
+                       name="segpp_badpose")
+    try:
+        node.proc.wait(120)
+    finally:
+        node.stop()
+    log = node.output()
+    assert node.proc.returncode == 1, log[-2000:]
+    assert str(bad) in log and "pose.weights" in log, log[-2000:]
