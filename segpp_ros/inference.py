@@ -31,6 +31,22 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
+def load_for_inference(weights: str | os.PathLike | None, task: str, device: str,
+                       precision: str) -> tuple[SegFormerPP, torch.device, torch.dtype, str]:
+    """(model, device, dtype, weights path) for an inference wrapper; weights None = the
+    embedded default model of ``task``. Errors name the file or the bad setting."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    dev = resolve_device(device)
+    if weights is None:
+        from .weights import default_weights
+        weights = default_weights(task)
+    keep_freed_memory()
+    dtype = PRECISIONS[precision]
+    # the task check makes a checkpoint of the other task a CheckpointError naming the file
+    return load_model(weights, task=task, device=dev, dtype=dtype), dev, dtype, str(weights)
+
+
 def network_size(h: int, w: int, max_side: int | None) -> tuple[int, int]:
     """Input size for the network: the image's own, or scaled so its longer side is max_side."""
     if not max_side or max(h, w) <= max_side:
@@ -57,16 +73,8 @@ class Segmenter:
 
     def __init__(self, weights: str | os.PathLike | None = None, device: str = "auto", precision: str = "fp32",
                  merge: str | MergeConfig | Mapping[str, Any] = "none", max_side: int | None = None) -> None:
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
-        self.device = resolve_device(device)
-        if weights is None:
-            from .weights import default_weights
-            weights = default_weights("seg")
-        keep_freed_memory()
-        self.weights = str(weights)
-        self.model: SegFormerPP = load_model(weights, task="seg", device=self.device, dtype=PRECISIONS[precision])
-        self.dtype = PRECISIONS[precision]
+        self.model: SegFormerPP
+        self.model, self.device, self.dtype, self.weights = load_for_inference(weights, "seg", device, precision)
         self.max_side = max_side
         self.model.set_merge(merge)
         n = self.model.num_outputs

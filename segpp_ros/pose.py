@@ -32,11 +32,10 @@ import torch
 
 from .data.classes import COCO_FLIP_PAIRS, COCO_KEYPOINTS, COCO_SKELETON
 from .data.pose import box_to_affine, invert_affine, transform_points, warp_crop
-from .inference import PRECISIONS, resolve_device
+from .inference import load_for_inference
 from .keypoints import decode_heatmaps
-from .model import MergeConfig, SegFormerPP, load_model
+from .model import MergeConfig, SegFormerPP
 from .model.checkpoint import CheckpointError
-from .model.runtime import keep_freed_memory
 from .preprocess import to_tensor
 from .timing import timed
 
@@ -199,21 +198,12 @@ class PoseEstimator:
     def __init__(self, weights: str | os.PathLike | None = None, device: str = "auto", precision: str = "fp32",
                  merge: str | MergeConfig | Mapping[str, Any] = "none", input_size: tuple[int, int] | None = None,
                  padding: float = 1.25, flip_test: bool = False, refine: str = "dark") -> None:
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
         if refine not in REFINES:
             raise ValueError(f"refine must be one of {', '.join(REFINES)}, not {refine!r}")
         if not padding > 0:
             raise ValueError(f"padding must be > 0 (1.25: the box plus a quarter), got {padding}")
-        self.device = resolve_device(device)
-        if weights is None:
-            from .weights import default_weights
-            weights = default_weights("pose")
-        keep_freed_memory()
-        self.weights = str(weights)
-        self.dtype = PRECISIONS[precision]
-        # task="pose" makes a segmentation checkpoint a CheckpointError naming the file and both tasks
-        self.model: SegFormerPP = load_model(weights, task="pose", device=self.device, dtype=self.dtype)
+        self.model: SegFormerPP
+        self.model, self.device, self.dtype, self.weights = load_for_inference(weights, "pose", device, precision)
         k = self.model.num_outputs
         meta_size = self.model.meta.get("input_size")
         size = input_size if input_size is not None else (meta_size or DEFAULT_INPUT_SIZE)

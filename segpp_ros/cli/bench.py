@@ -18,6 +18,7 @@ from typing import Callable
 
 import torch
 
+from . import parse_preset_args, preset_error
 from ..model import PRESETS, SegFormerPP, build_model
 from ..model.runtime import keep_freed_memory
 from ..timing import markdown_table, peak_memory_mb, rotated, timed
@@ -158,17 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parsed arguments with the comma-separated preset list split."""
-    args = build_parser().parse_args(argv)
-    args.presets = [p for p in args.presets.split(",") if p]
-    return args
+    return parse_preset_args(build_parser(), argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    unknown = [p for p in args.presets if p not in PRESETS]
-    if unknown:
-        print(f"segpp-bench: unknown preset(s) {unknown}; choose from {', '.join(PRESETS)}", file=sys.stderr)
+    error = preset_error("segpp-bench", args.presets)
+    if error:
+        print(error, file=sys.stderr)
         return 2
     precisions = [p for p in args.precision.split(",") if p]
     if any(p not in DTYPES for p in precisions):

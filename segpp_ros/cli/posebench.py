@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from . import parse_preset_args, preset_error
 from ..model import PRESETS
 from ..timing import markdown_table, rotated, timed
 from .bench import parse_size
@@ -150,17 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parsed arguments with the comma-separated preset list split."""
-    args = build_parser().parse_args(argv)
-    args.presets = [p for p in args.presets.split(",") if p]
-    return args
+    return parse_preset_args(build_parser(), argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    unknown = [p for p in args.presets if p not in PRESETS]
-    if unknown or not args.presets:
-        print(f"segpp-posebench: unknown preset(s) {unknown}; choose from {', '.join(PRESETS)}", file=sys.stderr)
+    error = preset_error("segpp-posebench", args.presets)
+    if error:
+        print(error, file=sys.stderr)
         return 2
     if args.iters < 1 or args.warmup < 0:
         print("segpp-posebench: --iters must be >= 1 and --warmup >= 0", file=sys.stderr)
