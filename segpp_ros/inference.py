@@ -108,7 +108,13 @@ class Segmenter:
         logits, network_ms = timed(lambda: self.model(x), self.device)
         size = (h, w) if output == "input" else (nh, nw)
         logits = F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
-        labels = logits.argmax(1)[0].to(torch.int32).cpu().numpy().astype(self.label_dtype)
+        # max().indices, not argmax(): the same first-maximum indices, 3-4x faster over the
+        # class dimension on CPU (a quarter of a 1080p frame's time went to argmax)
+        index = logits.max(1).indices[0]
+        if self.label_dtype == np.uint8:
+            labels = index.to(torch.uint8).cpu().numpy()
+        else:
+            labels = index.to(torch.int32).cpu().numpy().astype(self.label_dtype)
         return Segmentation(labels, network_ms, (time.perf_counter() - start) * 1000)
 
     def colorize(self, labels: np.ndarray) -> np.ndarray:
