@@ -87,7 +87,8 @@ class SegppNode(Node):
 
         self.counters = Counters()
         self.inputs, self.outputs = RateMeter(), RateMeter()
-        self.latency, self.age, self.network = Window(), Window(), Window()
+        self.latency, self.age, self.network, self.model_time = Window(), Window(), Window(), Window()
+        self.own_time = Window()  # per frame: latency minus model time, what the node itself adds
         self._last_log: dict[str, float] = {}
         self._pending_merge = None
         self.segmenter = self._load_segmenter(merge)
@@ -258,8 +259,11 @@ class SegppNode(Node):
             self._publish(self.pub_color, self.segmenter.colorize(result.labels), header, "rgb8")
         # latency and rates describe the labels; keypoints follow on the same thread
         self.outputs.tick()
-        self.latency.add((time.monotonic() - frame.arrived) * 1000)
+        latency = (time.monotonic() - frame.arrived) * 1000
+        self.latency.add(latency)
         self.network.add(result.network_ms)
+        self.model_time.add(result.total_ms)
+        self.own_time.add(latency - result.total_ms)
         if _stamp_ns(header) > 0:
             self.age.add((self.get_clock().now().nanoseconds - _stamp_ns(header)) / 1e6)
         pose = None
@@ -314,6 +318,9 @@ class SegppNode(Node):
             "latency_p95_ms": f"{self.latency.percentile(95):.1f}",
             "age_at_publish_p50_ms": f"{self.age.percentile(50):.1f}",
             "network_p50_ms": f"{self.network.percentile(50):.1f}",
+            # pre-processing + network + upsampling + argmax: latency minus this is the node's own cost
+            "model_p50_ms": f"{self.model_time.percentile(50):.1f}",
+            "node_overhead_p50_ms": f"{self.own_time.percentile(50):.1f}",
             **{k: str(v) for k, v in sorted(counts.items())},
             "merge_preset": self.segmenter.model.merge.name, "device": str(self.segmenter.device),
             "precision": self.values["precision"], "max_side": str(self.values["max_side"]),

@@ -68,12 +68,26 @@ def test_summary_from_samples() -> None:
     assert s.publish_call_ms == 2.5 and s.node_network_p50_ms == 21.5
 
 
+def test_overhead_against_the_nodes_own_model_time() -> None:
+    """With the node's model_p50_ms, the in-process model time (another process, other noise) is
+    only reported, not subtracted."""
+    e2e = [float(v) for v in range(110, 130)]
+    s = rosbench.summarize((1080, 1920), (144, 256), e2e, [90.0], [20.0], node_latency_p50_ms=114.0,
+                           node_model_p50_ms=112.0)
+    assert s.model_ms == 90.0 and s.node_model_p50_ms == 112.0
+    assert s.overhead_ms == pytest.approx(7.5) and s.overhead_p95_ms == pytest.approx(16.05)
+    assert s.in_node_overhead_ms == pytest.approx(2.0) and s.outside_node_ms == pytest.approx(5.5)
+    per_frame = rosbench.summarize((1080, 1920), (144, 256), e2e, [90.0], [20.0], node_latency_p50_ms=114.0,
+                                   node_model_p50_ms=112.0, node_overhead_p50_ms=1.4)
+    assert per_frame.in_node_overhead_ms == 1.4
+
+
 def test_summary_without_diagnostics_or_answers() -> None:
     s = rosbench.summarize((480, 640), (192, 256), [], [50.0], [20.0])
     assert s.in_node_overhead_ms is None and s.outside_node_ms is None and s.publish_call_ms is None
     assert math.isnan(s.e2e_ms) and math.isnan(s.overhead_ms) and s.frames == 0
     row = rosbench.format_table([s]).splitlines()[2]
-    assert row == "| 480x640 | 192x256 | 50.0 | n/a | n/a | n/a | n/a | n/a |"
+    assert row == "| 480x640 | 192x256 | n/a | 50.0 | n/a | n/a | n/a | n/a | n/a | n/a |"
 
 
 def test_table_and_target_line() -> None:
@@ -82,9 +96,8 @@ def test_table_and_target_line() -> None:
     big = rosbench.summarize((1080, 1920), (144, 256), [180.0, 176.0, 190.0], [168.0, 170.0, 166.0], [23.0])
     table = rosbench.format_table([small, big]).splitlines()
     assert table[0] == "| " + " | ".join(rosbench.TABLE_HEADER) + " |"
-    assert table[2].startswith("| 480x640 | 192x256 | 57.0 | 62.0 |")
-    assert table[2] == "| 480x640 | 192x256 | 57.0 | 62.0 | 63.8 | 5.0 | 6.8 | 2.0 |"
-    assert table[3].startswith("| 1080x1920 | 144x256 | 168.0 | 180.0 |")
+    assert table[2] == "| 480x640 | 192x256 | n/a | 57.0 | 62.0 | 63.8 | 5.0 | 6.8 | 2.0 | 3.0 |"
+    assert table[3].startswith("| 1080x1920 | 144x256 | n/a | 168.0 | 180.0 |")
     assert rosbench.target_line([small, big]) == \
         "target: median overhead at 1080p <= 10 ms: 12.0 ms, NOT met"
     assert rosbench.target_line([small]) is None
