@@ -24,6 +24,7 @@ import rclpy  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue  # noqa: E402
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,  # noqa: E402
                                 SetParametersResult)
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException  # noqa: E402
 from rclpy.executors import ExternalShutdownException  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
@@ -74,7 +75,12 @@ class SegppNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
         for spec in ALL_SPECS:
-            self.declare_parameter(spec.name, spec.default, descriptor(spec))
+            try:
+                self.declare_parameter(spec.name, spec.default, descriptor(spec))
+            except (InvalidParameterTypeException, InvalidParameterValueException) as err:
+                # an override from --ros-args or a params file that the descriptor refuses
+                raise StartupError(f"bad parameter {spec.name}: {err}. Fix it in the params file or the "
+                                   f"--ros-args -p {spec.name}:=... override (default: {spec.default!r})") from None
         self.values: dict[str, Any] = {s.name: self._typed(s, self.get_parameter(s.name).value) for s in ALL_SPECS}
         for spec in ALL_SPECS:
             reason = spec.validate(self.values[spec.name])
@@ -342,9 +348,26 @@ class SegppNode(Node):
         self._worker.join(timeout=10)
 
 
+USAGE = """usage: segpp_node [-h] [--ros-args ...]
+
+The segpp ROS 2 node: sensor_msgs/Image on `image` (or CompressedImage on `image/compressed`
+with transport:=compressed) in; ~/label, ~/color, ~/overlay, ~/label_info, ~/keypoints,
+~/keypoint_info, ~/markers and /diagnostics out. Every parameter, with its default and
+description, is in the package's config/segpp.yaml (also: segpp-params --markdown).
+
+    segpp_node --ros-args --params-file config/segpp.yaml -r image:=/camera/image \\
+        -p merge.preset:=fast
+"""
+
+
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv if argv is None else argv
+    ours = args[1:args.index("--ros-args")] if "--ros-args" in args else args[1:]
+    if "-h" in ours or "--help" in ours:
+        print(USAGE, end="")  # before rclpy.init: asking for help must not start DDS
+        return 0
     keep_freed_memory()  # before DDS and the inference worker start their threads (see its docstring)
-    rclpy.init(args=sys.argv if argv is None else argv)
+    rclpy.init(args=args)
     node = None
     try:
         node = SegppNode()

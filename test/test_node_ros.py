@@ -225,6 +225,31 @@ def test_bad_weights_stop_the_node_with_a_clear_error(tmp_path):
     assert str(bad) in log and "weights" in log, log[-2000:]
 
 
+# (a value of the wrong type is refused the same way when it comes from -p or a single params
+# file; rcl keeps the earlier file's value when stacked params files disagree on the type)
+@pytest.mark.parametrize("override,words", [({"max_side": 99999}, ["max_side", "range"]),
+                                            ({"merge.preset": "turbo"}, ["merge.preset", "fast"])])
+def test_bad_parameter_overrides_stop_the_node_with_a_reason(tmp_path, override, words):
+    require_isolated_network()
+    node = NodeProcess(tmp_path, {**NODE_PARAMS, **override, "warmup_frames": 0}, {}, name="segpp_badparam")
+    try:
+        node.proc.wait(120)
+    finally:
+        node.stop()
+    log = node.output()
+    assert node.proc.returncode == 1 and "Traceback" not in log, log[-2000:]
+    assert all(w in log for w in words), log[-2000:]
+
+
+def test_help_prints_usage_without_starting_ros():
+    import subprocess
+
+    from segpp_ros.rosgraph import node_executable
+
+    out = subprocess.run([str(node_executable()), "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.startswith("usage: segpp_node") and "config/segpp.yaml" in out.stdout
+
+
 def test_compressed_transport(tmp_path):
     """transport:=compressed subscribes <image>/compressed (image_transport's naming)."""
     require_isolated_network()
