@@ -1,7 +1,7 @@
 """Drive a segpp graph from Python: the node as its own process, started the way launch_ros
 starts it, and a probe node spinning in a background thread that publishes and collects.
 
-Used by the multi-process tests, the ROS benchmark and the demo. Start DDS only inside a
+Used by the multi-process tests and the ROS benchmark. Start DDS only inside a
 private network namespace (tools/netns-run).
 """
 from __future__ import annotations
