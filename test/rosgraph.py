@@ -43,6 +43,19 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, node: Node
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}{log}")
 
 
+def refused_start(log_dir: Path, params: dict[str, Any], name: str) -> str:
+    """Start a node that must refuse to start; assert it exits with code 1 and no traceback
+    within two minutes, and return its log."""
+    node = NodeProcess(log_dir, params, {}, name=name)
+    try:
+        node.proc.wait(120)
+    finally:
+        node.stop()
+    log = node.output()
+    assert node.proc.returncode == 1 and "Traceback" not in log, log[-2000:]
+    return log
+
+
 def run_python(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
 

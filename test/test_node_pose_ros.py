@@ -10,8 +10,8 @@ import torch
 from segpp_ros.data.classes import COCO_FLIP_PAIRS, COCO_KEYPOINTS, COCO_SKELETON
 from segpp_ros.data.scenes import render_scene
 
-from .rosgraph import (NodeProcess, Probe, diagnostics_values, make_frame, require_isolated_network, roundtrip,
-                       set_params, wait_for)
+from .rosgraph import (NodeProcess, Probe, diagnostics_values, make_frame, refused_start, require_isolated_network,
+                       roundtrip, set_params, wait_for)
 
 NAME = "segpp_pose"
 IMAGE_TOPIC = "/pose_cam/image"
@@ -164,12 +164,5 @@ def test_bad_pose_weights_stop_the_node_with_the_file_named(tmp_path):
     require_isolated_network()
     bad = tmp_path / "pose.safetensors"
     bad.write_bytes(b"\x00" * 64)
-    node = NodeProcess(tmp_path, {**NODE_PARAMS, "pose.weights": str(bad), "warmup_frames": 0}, {},
-                       name="segpp_badpose")
-    try:
-        node.proc.wait(120)
-    finally:
-        node.stop()
-    log = node.output()
-    assert node.proc.returncode == 1, log[-2000:]
+    log = refused_start(tmp_path, {**NODE_PARAMS, "pose.weights": str(bad), "warmup_frames": 0}, "segpp_badpose")
     assert str(bad) in log and "pose.weights" in log, log[-2000:]

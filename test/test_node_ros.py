@@ -14,7 +14,7 @@ import torch
 from segpp_ros.data.scenes import render_scene
 
 from .rosgraph import (NodeProcess, Probe, answer, diagnostics_values, get_param, make_frame,  # noqa: F401
-                       require_isolated_network, roundtrip, set_params, wait_for)
+                       refused_start, require_isolated_network, roundtrip, set_params, wait_for)
 
 IMAGE_TOPIC = "/test_cam/image"
 H, W = 120, 200
@@ -215,13 +215,7 @@ def test_bad_weights_stop_the_node_with_a_clear_error(tmp_path):
     require_isolated_network()
     bad = tmp_path / "broken.safetensors"
     bad.write_bytes(b"not a checkpoint")
-    node = NodeProcess(tmp_path, {"weights": str(bad), "warmup_frames": 0}, {}, name="segpp_bad")
-    try:
-        node.proc.wait(120)
-    finally:
-        node.stop()
-    assert node.proc.returncode == 1
-    log = node.output()
+    log = refused_start(tmp_path, {"weights": str(bad), "warmup_frames": 0}, "segpp_bad")
     assert str(bad) in log and "weights" in log, log[-2000:]
 
 
@@ -231,13 +225,7 @@ def test_bad_weights_stop_the_node_with_a_clear_error(tmp_path):
                                             ({"merge.preset": "turbo"}, ["merge.preset", "fast"])])
 def test_bad_parameter_overrides_stop_the_node_with_a_reason(tmp_path, override, words):
     require_isolated_network()
-    node = NodeProcess(tmp_path, {**NODE_PARAMS, **override, "warmup_frames": 0}, {}, name="segpp_badparam")
-    try:
-        node.proc.wait(120)
-    finally:
-        node.stop()
-    log = node.output()
-    assert node.proc.returncode == 1 and "Traceback" not in log, log[-2000:]
+    log = refused_start(tmp_path, {**NODE_PARAMS, **override, "warmup_frames": 0}, "segpp_badparam")
     assert all(w in log for w in words), log[-2000:]
 
 
