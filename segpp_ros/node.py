@@ -10,7 +10,6 @@ is ever queued.
 from __future__ import annotations
 
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -36,9 +35,9 @@ from segpp.msg import LabelInfo  # noqa: E402
 
 from .conversions import ImageFormatError, array_to_image, compressed_to_rgb, image_to_rgb, label_encoding  # noqa: E402
 from .params import ALL_SPECS, SPECS_BY_NAME, ParamSpec, merge_from, validate_changes  # noqa: E402
-from .realtime import Counters, LatestSlot, RateMeter, Window  # noqa: E402
+from .realtime import Counters, RateMeter, SlotWorker, Window  # noqa: E402
 from .model.runtime import keep_freed_memory  # noqa: E402
-from .node_pose import PoseLoadError, PoseOutput  # noqa: E402
+from .node_pose import PoseJob, PoseLoadError, PoseOutput  # noqa: E402
 
 NODE_NAME = "segpp"
 LOG_EVERY_S = 5.0  # one line per problem kind per this many seconds
@@ -122,10 +121,9 @@ class SegppNode(Node):
         self.add_on_set_parameters_callback(self._check_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
 
-        self.slot: LatestSlot[Frame] = LatestSlot()
-        self._stop = threading.Event()
-        self._worker = threading.Thread(target=self._run, name="segpp-inference", daemon=True)
-        self._worker.start()
+        self.worker: SlotWorker[Frame] = SlotWorker("segpp-inference", self._process, self._frame_failed)
+        self.worker.start()
+        self.pose.start()
 
         sub_events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
         if self.values["transport"] == "compressed":
@@ -224,17 +222,11 @@ class SegppNode(Node):
     # -- frames -----------------------------------------------------------------------------------
     def _on_image(self, msg: Image | CompressedImage) -> None:
         self.inputs.tick()
-        self.slot.put(Frame(msg, time.monotonic()))
+        self.worker.put(Frame(msg, time.monotonic()))
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            frame = self.slot.take(timeout=0.2)
-            if frame is not None:
-                try:
-                    self._process(frame)
-                except Exception as err:  # noqa: BLE001 -- the node must outlive any one frame
-                    self.counters.bump("errors")
-                    self._log_throttled("error", f"frame failed: {type(err).__name__}: {err}", error=True)
+    def _frame_failed(self, err: Exception) -> None:
+        self.counters.bump("errors")
+        self.log_throttled("error", f"frame failed: {type(err).__name__}: {err}", error=True)
 
     def _process(self, frame: Frame) -> None:
         if self._pending_merge is not None:
@@ -248,7 +240,7 @@ class SegppNode(Node):
             age = (self.get_clock().now().nanoseconds - _stamp_ns(header)) / 1e9
             if age > max_age:
                 self.counters.bump("dropped_stale")
-                self._log_throttled("stale", f"dropping a frame {age:.3f} s old (max_frame_age {max_age} s); "
+                self.log_throttled("stale", f"dropping a frame {age:.3f} s old (max_frame_age {max_age} s); "
                                     "if every frame is dropped, the camera's clock differs from this node's: "
                                     "raise max_frame_age or set it to 0")
                 return
@@ -257,13 +249,13 @@ class SegppNode(Node):
                      else image_to_rgb(frame.msg))
         except ImageFormatError as err:
             self.counters.bump(f"bad_input_{err.kind}")
-            self._log_throttled(f"bad_{err.kind}", f"skipping a frame on {self.input_topic}: {err}")
+            self.log_throttled(f"bad_{err.kind}", f"skipping a frame on {self.input_topic}: {err}")
             return
         result = self.segmenter(image, output=values["output_resolution"])
         self._publish(self.pub_label, result.labels, header, label_encoding(len(self.segmenter.classes)))
         if self.pub_color.get_subscription_count() > 0:
             self._publish(self.pub_color, self.segmenter.colorize(result.labels), header, "rgb8")
-        # latency and rates describe the labels; keypoints follow on the same thread
+        # latency and rates describe the labels; keypoints follow on the pose stage's thread
         self.outputs.tick()
         latency = (time.monotonic() - frame.arrived) * 1000
         self.latency.add(latency)
@@ -272,27 +264,29 @@ class SegppNode(Node):
         self.own_time.add(latency - result.total_ms)
         if _stamp_ns(header) > 0:
             self.age.add((self.get_clock().now().nanoseconds - _stamp_ns(header)) / 1e6)
-        pose = None
+        overlay = self.pub_overlay.get_subscription_count() > 0
         if values["pose.enable"]:
-            try:
-                pose = self.pose(values, image, result.labels, header)
-            except PoseLoadError as err:
-                self.counters.bump("pose_load_errors")
-                self._log_throttled("pose_load", str(err), error=True)
-        if self.pub_overlay.get_subscription_count() > 0:
-            overlay = self.segmenter.overlay(image, result.labels, values["overlay_alpha"])
-            if pose is not None:
-                overlay = self.pose.draw(values, overlay, pose)
-            self._publish(self.pub_overlay, overlay, header, "rgb8")
+            # the next frame's segmentation overlaps this frame's keypoints; the overlay, which
+            # shows both, is published by the pose stage
+            self.pose.put(PoseJob(image, result.labels, header, overlay))
+        elif overlay:
+            self.publish_overlay(image, result.labels, header, None)
+
+    def publish_overlay(self, image: np.ndarray, labels: np.ndarray, header: Any, pose: Any) -> None:
+        """~/overlay: the colour mask over the image, with the skeletons of ``pose`` when given."""
+        overlay = self.segmenter.overlay(image, labels, self.values["overlay_alpha"])
+        if pose is not None:
+            overlay = self.pose.draw(self.values, overlay, pose)
+        self._publish(self.pub_overlay, overlay, header, "rgb8")
 
     def _publish(self, publisher: Any, array: np.ndarray, header: Any, encoding: str) -> None:
         try:
             publisher.publish(array_to_image(array, header, encoding))
         except Exception as err:  # noqa: BLE001 -- DDS can refuse a sample under load; count, go on
             self.counters.bump("publish_errors")
-            self._log_throttled("publish", f"publishing on {publisher.topic_name} failed: {err}")
+            self.log_throttled("publish", f"publishing on {publisher.topic_name} failed: {err}")
 
-    def _log_throttled(self, kind: str, text: str, error: bool = False) -> None:
+    def log_throttled(self, kind: str, text: str, error: bool = False) -> None:
         now = time.monotonic()
         if now - self._last_log.get(kind, -1e9) >= LOG_EVERY_S:
             self._last_log[kind] = now
@@ -300,7 +294,7 @@ class SegppNode(Node):
 
     def _on_incompatible_qos(self, event: Any) -> None:
         self.counters.bump("incompatible_qos")
-        self._log_throttled("qos", f"incompatible QoS with a peer (policy id {event.last_policy_kind}): "
+        self.log_throttled("qos", f"incompatible QoS with a peer (policy id {event.last_policy_kind}): "
                             f"this node uses reliability '{self.values['qos.reliability']}'; set qos.reliability "
                             "to match the camera")
 
@@ -314,9 +308,9 @@ class SegppNode(Node):
         level, message = DiagnosticStatus.OK, "segmenting"
         if silent:
             level, message = DiagnosticStatus.WARN, f"no image on {self.input_topic} for {now - last:.0f} s"
-            self._log_throttled("silent", message)
+            self.log_throttled("silent", message)
         counts = dict(self.counters)
-        counts["dropped_overwritten"] = self.slot.overwritten
+        counts["dropped_overwritten"] = self.worker.slot.overwritten
         values = {
             "input_rate_hz": f"{self.inputs.rate(now):.2f}", "output_rate_hz": f"{self.outputs.rate(now):.2f}",
             "frames_in": str(self.inputs.total), "frames_out": str(self.outputs.total),
@@ -343,9 +337,8 @@ class SegppNode(Node):
         self.pub_diagnostics.publish(msg)
 
     def close(self) -> None:
-        self._stop.set()
-        self.slot.close()
-        self._worker.join(timeout=10)
+        self.worker.close()
+        self.pose.close()
 
 
 USAGE = """usage: segpp_node [-h] [--ros-args ...]

@@ -1,11 +1,14 @@
 """The pose part of the segpp node: person boxes -> top-down keypoints -> ~/keypoints, ~/markers.
 
-Owned by SegppNode (segpp_ros.node) and called from its inference thread after each
-segmentation; everything here runs on that thread except the parameter checks.
+Owned by SegppNode (segpp_ros.node). A pipeline stage of its own: the segmentation thread
+hands each labelled frame over (keep-latest, like the camera input) and goes on with the next
+frame while this stage's thread computes the keypoints, so persons in view do not lower the
+label rate where there are cores (or a GPU) to spare. The parameter checks run on the executor.
 """
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -20,7 +23,7 @@ from .keypoint_msgs import keypoint_info_message, keypoints_message, markers_mes
 from .model.merge import MergeConfig
 from .params import merge_from
 from .pose import PoseEstimator, PoseResult, person_boxes, whole_frame_box
-from .realtime import Window
+from .realtime import SlotWorker, Window
 
 
 class PoseLoadError(RuntimeError):
@@ -45,6 +48,17 @@ def person_class_ids(spec: str, classes: Sequence[str]) -> list[int]:
     return ids
 
 
+@dataclass
+class PoseJob:
+    """One labelled frame for the pose stage: image [H, W, 3] RGB, labels [h, w] (input or
+    network resolution), the input header, and whether ~/overlay is wanted."""
+
+    image: np.ndarray
+    labels: np.ndarray
+    header: Any
+    overlay: bool
+
+
 class PoseOutput:
     """Keypoints of the persons in each frame, published on ~/keypoints (and ~/markers)."""
 
@@ -63,6 +77,7 @@ class PoseOutput:
         self.pending_merge: MergeConfig | None = None
         self.latency = Window()
         self.persons_last = 0
+        self.worker: SlotWorker[PoseJob] = SlotWorker("segpp-pose", self._handle, self._failed)
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.pub_keypoints = node.create_publisher(PersonKeypointsArray, "~/keypoints", reliable)
         self.pub_markers = node.create_publisher(MarkerArray, "~/markers", reliable)
@@ -99,6 +114,37 @@ class PoseOutput:
             return (f"pose.flip_test needs left/right keypoint pairs and {self.estimator.weights} has none: "
                     "keep it false")
         return None
+
+    def start(self) -> None:
+        self.worker.start()
+
+    def put(self, job: PoseJob) -> None:
+        if self.node.values["pose.own_thread"]:
+            self.worker.put(job)
+            return
+        try:
+            self._handle(job)
+        except Exception as err:  # noqa: BLE001 -- counted like the stage's own failures
+            self._failed(err)
+
+    def close(self) -> None:
+        self.worker.close()
+
+    def _handle(self, job: PoseJob) -> None:
+        values = self.node.values  # the node's live parameter view
+        result = None
+        if values["pose.enable"]:
+            try:
+                result = self(values, job.image, job.labels, job.header)
+            except PoseLoadError as err:
+                self.node.counters.bump("pose_load_errors")
+                self.node.log_throttled("pose_load", str(err), error=True)
+        if job.overlay:
+            self.node.publish_overlay(job.image, job.labels, job.header, result)
+
+    def _failed(self, err: Exception) -> None:
+        self.node.counters.bump("pose_errors")
+        self.node.log_throttled("pose_error", f"keypoints failed: {type(err).__name__}: {err}", error=True)
 
     def boxes(self, values: Mapping[str, Any], image_hw: tuple[int, int], labels: np.ndarray) -> list:
         h, w = image_hw
@@ -139,7 +185,8 @@ class PoseOutput:
         merge = self.estimator.model.merge.name if self.estimator is not None else values["pose.merge.preset"]
         return {"pose": "on" if enabled else "off", "pose_persons_last": str(self.persons_last if enabled else 0),
                 "pose_p50_ms": f"{self.latency.percentile(50):.1f}", "pose_merge_preset": merge,
-                "pose_box_source": values["pose.box_source"]}
+                "pose_box_source": values["pose.box_source"],
+                "pose_dropped_overwritten": str(self.worker.slot.overwritten)}
 
 
 def node_stamp(node: Node) -> Any:

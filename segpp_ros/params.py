@@ -154,6 +154,10 @@ POSE_SPECS: list[ParamSpec] = [
     ParamSpec("pose.flip_test", False, "also run the mirrored crops and average (more accurate, twice the "
               "pose cost)"),
     ParamSpec("pose.draw_overlay", True, "draw skeletons on ~/overlay"),
+    ParamSpec("pose.own_thread", True, "keypoints on a thread of their own, overlapping the next frame's "
+              "segmentation (more frames per second where cores or a GPU are spare); false: on the "
+              "segmentation thread, before it takes the next frame (lowest label latency on a small CPU)",
+              read_only=True),
     ParamSpec("pose.marker_scale", 0.001, "~/markers: metres per image pixel (markers lie in the image's "
               "frame_id, x right, y down, z = 0)", low=1e-6, high=1.0),
     *merge_specs("pose.merge", "pose"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, deque
-from typing import Generic, TypeVar
+from typing import Callable, Generic, TypeVar
 
 import numpy as np
 
@@ -42,6 +42,39 @@ class LatestSlot(Generic[T]):
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+
+
+class SlotWorker(Generic[T]):
+    """One thread working on the newest item of its LatestSlot: a pipeline stage that never
+    queues. ``handle`` runs on that thread; an exception goes to ``on_error`` and the stage
+    goes on with the next item."""
+
+    def __init__(self, name: str, handle: Callable[[T], None], on_error: Callable[[Exception], None]) -> None:
+        self.slot: LatestSlot[T] = LatestSlot()
+        self._handle, self._on_error = handle, on_error
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def put(self, item: T) -> None:
+        self.slot.put(item)
+
+    def close(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self.slot.close()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            item = self.slot.take(timeout=0.2)
+            if item is not None:
+                try:
+                    self._handle(item)
+                except Exception as err:  # noqa: BLE001 -- a stage must outlive any one item
+                    self._on_error(err)
 
 
 class Window:

@@ -37,6 +37,7 @@ def graph(tmp_path_factory):
     probe = Probe("segpp_test_pose_probe")
     reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
     probe.subscribe(Image, f"/{NAME}/label")
+    probe.subscribe(Image, f"/{NAME}/overlay")
     probe.subscribe(PersonKeypointsArray, f"/{NAME}/keypoints", reliable)
     probe.subscribe(MarkerArray, f"/{NAME}/markers", reliable)
     probe.subscribe(DiagnosticArray, "/diagnostics", QoSProfile(depth=50))
@@ -112,6 +113,28 @@ def test_markers_for_rviz(graph):
     assert len(lines.points) % 2 == 0 and len(lines.points) == len(lines.colors)
 
 
+def test_overlay_draws_the_skeletons_by_parameter(graph):
+    from segpp_ros.conversions import image_to_rgb
+    from segpp_ros.inference import Segmenter
+
+    _, probe = graph
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        seg = Segmenter(None, device="cpu", max_side=NODE_PARAMS["max_side"])
+        plain = seg.overlay(SCENE, seg(SCENE).labels, 0.5)
+    finally:
+        torch.set_num_threads(threads)
+    drawn = image_to_rgb(roundtrip(graph, make_frame(probe, SCENE), f"/{NAME}/overlay"))
+    assert drawn.shape == plain.shape and (drawn != plain).any(axis=2).sum() > 50   # skeleton pixels
+    assert set_params(probe, NAME, **{"pose.draw_overlay": False})[0].successful
+    try:
+        undrawn = image_to_rgb(roundtrip(graph, make_frame(probe, SCENE), f"/{NAME}/overlay"))
+        np.testing.assert_array_equal(undrawn, plain)
+    finally:
+        assert set_params(probe, NAME, **{"pose.draw_overlay": True})[0].successful
+
+
 def test_pose_merge_preset_changes_live(graph):
     _, probe = graph
     assert set_params(probe, NAME, **{"pose.merge.preset": "2x2"})[0].successful
@@ -166,3 +189,28 @@ def test_bad_pose_weights_stop_the_node_with_the_file_named(tmp_path):
     bad.write_bytes(b"\x00" * 64)
     log = refused_start(tmp_path, {**NODE_PARAMS, "pose.weights": str(bad), "warmup_frames": 0}, "segpp_badpose")
     assert str(bad) in log and "pose.weights" in log, log[-2000:]
+
+
+def test_keypoints_inline_on_the_segmentation_thread(tmp_path):
+    """pose.own_thread false: the same outputs, computed before the next frame is taken."""
+    require_isolated_network()
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    from segpp.msg import PersonKeypointsArray
+
+    name = "segpp_pose_inline"
+    node = NodeProcess(tmp_path, {**NODE_PARAMS, "pose.own_thread": False}, {"image": "/inline_cam/image"}, name=name)
+    probe = Probe("segpp_test_pose_inline")
+    try:
+        probe.subscribe(PersonKeypointsArray, f"/{name}/keypoints", QoSProfile(depth=10,
+                                                                              reliability=ReliabilityPolicy.RELIABLE))
+        probe.subscribe(Image, f"/{name}/overlay")
+        probe.camera = probe.publisher(Image, "/inline_cam/image")
+        frame = make_frame(probe, SCENE)
+        out = roundtrip((node, probe), frame, f"/{name}/keypoints", START_TIMEOUT)
+        assert len(out.persons) == 3 and all(len(p.keypoints) == K for p in out.persons)
+        assert roundtrip((node, probe), make_frame(probe, SCENE), f"/{name}/overlay").encoding == "rgb8"
+    finally:
+        probe.close()
+        assert node.stop() == 0
