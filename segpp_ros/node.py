@@ -112,8 +112,7 @@ class SegppNode(Node):
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._publish_label_info()
         try:
-            self.pose = PoseOutput(self, self.values, self.segmenter.classes, self.values["device"],
-                                   self.values["precision"])
+            self.pose = PoseOutput(self, self.segmenter.classes)
         except (PoseLoadError, ValueError) as err:
             raise StartupError(str(err)) from None
 

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from visualization_msgs.msg import MarkerArray
 
@@ -62,10 +61,10 @@ class PoseJob:
 class PoseOutput:
     """Keypoints of the persons in each frame, published on ~/keypoints (and ~/markers)."""
 
-    def __init__(self, node: Node, values: Mapping[str, Any], classes: Sequence[str], device: str,
-                 precision: str) -> None:
+    def __init__(self, node: Any, classes: Sequence[str]) -> None:
+        """node: the SegppNode (its live ``values``, counters, throttled log and overlay publisher)."""
         self.node = node
-        self.device, self.precision = device, precision
+        values = node.values
         try:
             self.person_ids = person_class_ids(values["pose.person_classes"], classes)
         except ValueError as err:
@@ -92,7 +91,7 @@ class PoseOutput:
             return self.estimator
         weights = values["pose.weights"] or None
         try:
-            estimator = PoseEstimator(weights, device=self.device, precision=self.precision,
+            estimator = PoseEstimator(weights, device=values["device"], precision=values["precision"],
                                       merge=merge_from(values, "pose.merge"), padding=values["pose.padding"],
                                       flip_test=values["pose.flip_test"])
         except Exception as err:  # noqa: BLE001 -- any failure to load is reported the same way
@@ -100,7 +99,7 @@ class PoseOutput:
                                 "parameter, leave it empty for the embedded model, or set pose.enable false") from None
         self.estimator = estimator
         self.pub_info.publish(keypoint_info_message(estimator.keypoint_names, estimator.skeleton,
-                                                    estimator.flip_pairs, node_stamp(self.node)))
+                                                    estimator.flip_pairs, self.node.get_clock().now().to_msg()))
         self.node.get_logger().info(f"pose: {estimator.describe()}, merge '{estimator.model.merge.name}'")
         return estimator
 
@@ -187,7 +186,3 @@ class PoseOutput:
                 "pose_p50_ms": f"{self.latency.percentile(50):.1f}", "pose_merge_preset": merge,
                 "pose_box_source": values["pose.box_source"],
                 "pose_dropped_overwritten": str(self.worker.slot.overwritten)}
-
-
-def node_stamp(node: Node) -> Any:
-    return node.get_clock().now().to_msg()

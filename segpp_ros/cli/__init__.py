@@ -1,7 +1,31 @@
-"""Command-line tools (segpp-* console scripts); shared argument handling of the benchmarks."""
+"""Command-line tools (segpp-* console scripts); argument handling they share.
+
+Imports neither torch nor ROS: the ROS tools (camera, sink) import this package too.
+"""
 from __future__ import annotations
 
 import argparse
+
+
+def parse_size(text: str, minimum: int = 32) -> tuple[int, int]:
+    """argparse type: '1024x2048' -> (1024, 2048) as (height, width), both sides >= minimum
+    (32 by default: the network's smallest input)."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size {text!r} must look like HEIGHTxWIDTH, e.g. 1024x2048") from None
+    if min(h, w) < minimum:
+        raise argparse.ArgumentTypeError(f"size {text!r}: both sides must be at least {minimum} pixels")
+    return h, w
+
+
+def add_timing_args(p: argparse.ArgumentParser, warmup: int, iters: int, threads: int, rounds_of: str) -> None:
+    """The options every benchmark takes: threads, warm-up and timed rounds, seed, JSON output."""
+    p.add_argument("--threads", type=int, default=threads, help="CPU threads (0: torch default)")
+    p.add_argument("--warmup", type=int, default=warmup, help=f"untimed rounds over all {rounds_of}")
+    p.add_argument("--iters", type=int, default=iters, help=f"timed rounds over all {rounds_of}")
+    p.add_argument("--seed", type=int, default=0, help="input seed")
+    p.add_argument("--json", help="also write the rows and the environment to this JSON file")
 
 
 def parse_preset_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:

@@ -18,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from . import parse_preset_args, preset_error
+from . import add_timing_args, parse_preset_args, parse_size, preset_error
 from ..model import PRESETS, SegFormerPP, build_model
 from ..model.runtime import keep_freed_memory
 from ..timing import markdown_table, peak_memory_mb, rotated, timed
@@ -40,17 +40,6 @@ class Row:
     speedup: float
     peak_mb: float | None
     agreement: float
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'1024x2048' -> (1024, 2048) as (height, width)."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size {text!r} must look like HEIGHTxWIDTH, e.g. 1024x2048") from None
-    if min(h, w) < 32:
-        raise argparse.ArgumentTypeError(f"size {text!r}: both sides must be at least 32 pixels")
-    return h, w
 
 
 def synthetic_batch(batch: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
@@ -147,14 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--classes", type=int, default=19, help="number of classes of the random model")
     p.add_argument("--weights", help="checkpoint to benchmark instead of random weights (one variant)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed rounds over all presets")
-    p.add_argument("--iters", type=int, default=10, help="timed rounds over all presets")
+    add_timing_args(p, warmup=2, iters=10, threads=0, rounds_of="presets")
     p.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory pass")
     p.add_argument("--against-hf", action="store_true",
                    help="add HF transformers' SegFormer on the same weights (our rows then use the HF head)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", help="also write the rows and the environment to this JSON file")
     return p
 
 

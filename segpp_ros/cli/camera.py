@@ -21,20 +21,15 @@ from typing import Any
 import numpy as np
 
 from ..rosenv import ensure_ament_prefix
+from . import parse_size
 
 PROG = "segpp-camera"
 ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16")  # conversions.SUPPORTED_ENCODINGS
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """'512x1024' -> (512, 1024) as (height, width)."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size {text!r} must look like HEIGHTxWIDTH, e.g. 512x1024") from None
-    if min(h, w) < 1:
-        raise argparse.ArgumentTypeError(f"size {text!r}: both sides must be positive")
-    return h, w
+def image_size(text: str) -> tuple[int, int]:
+    """argparse type: any HEIGHTxWIDTH of at least 1x1 (a camera image, not a network input)."""
+    return parse_size(text, minimum=1)
 
 
 def positive_float(text: str) -> float:
@@ -73,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compressed", action="store_true",
                    help="publish sensor_msgs/CompressedImage (JPEG) on <topic>/compressed instead")
     p.add_argument("--quality", type=int, default=90, help="JPEG quality with --compressed")
-    p.add_argument("--size", type=parse_size, metavar="HxW", help="resize every image to HEIGHTxWIDTH")
+    p.add_argument("--size", type=image_size, metavar="HxW", help="resize every image to HEIGHTxWIDTH")
     p.add_argument("--frame-id", default="camera", help="header.frame_id (default: camera)")
     p.add_argument("--reliable", action="store_true",
                    help="reliable QoS (default: best effort, keep last 1, as camera drivers do)")

@@ -23,7 +23,7 @@ from ..model import PRESETS, SegFormerPP, load_model
 from ..model.runtime import keep_freed_memory
 from ..timing import markdown_table, rotated, timed
 from ..train import HELD_OUT_SEED_BASE
-from .bench import parse_size
+from . import parse_size
 
 
 @dataclass

@@ -17,7 +17,7 @@ import torch
 from ..data.classes import CITYSCAPES_CLASSES
 from ..metrics import confusion_matrix, mean_iou
 from ..model import PRESETS
-from .bench import parse_size
+from . import parse_size
 
 
 def _frames(args: argparse.Namespace):

@@ -20,10 +20,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from . import parse_preset_args, preset_error
+from . import add_timing_args, parse_preset_args, parse_size, preset_error
 from ..model import PRESETS
 from ..timing import markdown_table, rotated, timed
-from .bench import parse_size
 
 MODES = ("batched", "sequential")
 
@@ -142,11 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flip-test", action="store_true", help="time with flip test (doubles the crops)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--precision", default="fp32", help="fp32, fp16 or bf16")
-    p.add_argument("--threads", type=int, default=2, help="CPU threads (0: torch default)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed rounds over all cases")
-    p.add_argument("--iters", type=int, default=5, help="timed rounds over all cases")
-    p.add_argument("--seed", type=int, default=0, help="scene seed")
-    p.add_argument("--json", help="also write the rows and the environment to this JSON file")
+    add_timing_args(p, warmup=1, iters=5, threads=2, rounds_of="cases")
     return p
 
 

@@ -51,6 +51,7 @@ import numpy as np
 from ..inference import network_size
 from ..rosenv import is_isolated_network
 from ..timing import markdown_table, rotated
+from . import parse_size
 from .camera import non_negative_int
 
 PROG = "segpp-rosbench"
@@ -63,17 +64,6 @@ TARGET_MS = 10.0         # the issue's target: median overhead at 1080p
 SCENE_SEED = 20_240_611
 TABLE_HEADER = ("input", "network input", "model ms in node (p50)", "model ms in-process (median)",
                 "e2e ms (median)", "e2e p95", "overhead ms median", "overhead p95", "in-node ms", "outside ms")
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'1080x1920' -> (1080, 1920) as (height, width)."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size {text!r} must look like HEIGHTxWIDTH, e.g. 1080x1920") from None
-    if min(h, w) < 32:
-        raise argparse.ArgumentTypeError(f"size {text!r}: both sides must be at least 32 pixels")
-    return h, w
 
 
 def parse_sizes(text: str) -> list[tuple[int, int]]:

@@ -165,31 +165,33 @@ class Recorder:
             self.done_at = time.monotonic()
         return number
 
-    def on_image(self, topic: str, msg: Any, now_ns: int) -> None:
-        """Count, time and (every Nth frame) save one label/color/overlay message."""
+    def _arrived(self, topic: str, header: Any, now_ns: int) -> int | None:
+        """Count and time one output message; its frame number (None: past --frames, ignored)."""
         received = time.monotonic()
-        stamp = stamp_ns(msg.header)
+        stamp = stamp_ns(header)
         number = self.frame_number(stamp)
         if number is None:
-            return
+            return None
         self.stats[topic].add(received, (now_ns - stamp) / 1e6 if stamp > 0 else None)
         if self.args.frames and number == self.args.frames - 1:
             self.last_frame_topics.add(topic)
-        if self.args.save_every and number % self.args.save_every == 0:
+        return number
+
+    def _saved(self, number: int | None) -> bool:
+        return number is not None and bool(self.args.save_every) and number % self.args.save_every == 0
+
+    def on_image(self, topic: str, msg: Any, now_ns: int) -> None:
+        """Count, time and (every Nth frame) save one label/color/overlay message."""
+        number = self._arrived(topic, msg.header, now_ns)
+        if self._saved(number):
             self._save(topic, msg, number)
 
     def on_keypoints(self, msg: Any, now_ns: int) -> None:
         """Count and time one keypoints message; on saved frames write its persons as JSON."""
-        received = time.monotonic()
-        stamp = stamp_ns(msg.header)
-        number = self.frame_number(stamp)
-        if number is None:
-            return
-        self.stats["keypoints"].add(received, (now_ns - stamp) / 1e6 if stamp > 0 else None)
-        self.persons.append(len(msg.persons))
-        if self.args.frames and number == self.args.frames - 1:
-            self.last_frame_topics.add("keypoints")
-        if self.args.save_every and number % self.args.save_every == 0:
+        number = self._arrived("keypoints", msg.header, now_ns)
+        if number is not None:
+            self.persons.append(len(msg.persons))
+        if self._saved(number):
             persons = [{"box": [round(float(v), 2) for v in p.box], "score": round(float(p.score), 4),
                         "instance_id": int(p.instance_id),
                         "keypoints": [[round(k.x, 2), round(k.y, 2), round(k.score, 4)] for k in p.keypoints]}

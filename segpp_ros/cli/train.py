@@ -22,7 +22,7 @@ from ..model import PRESETS, VARIANTS, CheckpointError
 from ..model.runtime import keep_freed_memory
 from ..train import (TrainConfig, format_preset_table, git_commit, load_resume_config, measure_training_presets,
                      train)
-from .bench import parse_size
+from . import parse_size
 
 DEFAULTS = TrainConfig()
 
