@@ -48,17 +48,17 @@ bench: $(STAMP)
 SEG_RUN ?= out/seg-b0
 POSE_RUN ?= out/pose-b0
 train-models: $(STAMP)
-	$(PY) -m segpp_ros.train --task seg --variant b0 --steps 1700 --batch-size 4 --crop 384x384 --lr 4e-4 \
+	$(VENV)/bin/segpp-train --task seg --variant b0 --steps 1700 --batch-size 4 --crop 384x384 --lr 4e-4 \
 		--warmup-steps 150 --grad-clip 1.0 --seed 0 --workers 1 --threads 1 --fp16 --ckpt-every 100 \
 		--log-every 50 --no-progress --out $(SEG_RUN) & \
-	$(PY) -m segpp_ros.train --task pose --variant b0 --input-size 256x192 --steps 2800 --batch-size 8 \
+	$(VENV)/bin/segpp-train --task pose --variant b0 --input-size 256x192 --steps 2800 --batch-size 8 \
 		--lr 4e-4 --warmup-steps 200 --grad-clip 1.0 --seed 0 --workers 1 --threads 1 --fp16 --ckpt-every 100 \
 		--log-every 50 --no-progress --out $(POSE_RUN) & \
 	wait
-	$(PY) -m segpp_ros.train --task seg --variant b0 --init $(SEG_RUN)/model.safetensors --steps 1000 \
+	$(VENV)/bin/segpp-train --task seg --variant b0 --init $(SEG_RUN)/model.safetensors --steps 1000 \
 		--batch-size 4 --crop 384x384 --scale-range 512,1152 --lr 3e-4 --warmup-steps 50 --grad-clip 1.0 \
 		--seed 6800 --workers 1 --threads 2 --fp16 --ckpt-every 100 --log-every 50 --no-progress --out $(SEG_RUN)-p2
-	$(PY) -m segpp_ros.train --task seg --variant b0 --init $(SEG_RUN)-p2/model.safetensors --steps 3000 \
+	$(VENV)/bin/segpp-train --task seg --variant b0 --init $(SEG_RUN)-p2/model.safetensors --steps 3000 \
 		--batch-size 4 --crop 384x384 --scale-range 512,1152 --lr 2e-4 --warmup-steps 50 --grad-clip 1.0 \
 		--seed 10800 --workers 1 --threads 2 --fp16 --ckpt-every 100 --log-every 50 --no-progress --out $(SEG_RUN)-p3
 	cp $(SEG_RUN)-p3/model.safetensors segpp_ros/weights/segpp_b0_synthstreet_seg.safetensors

@@ -22,7 +22,7 @@ setup(
             "segpp-offline = segpp_ros.cli.offline:main",
             "segpp-camera = segpp_ros.cli.camera:main",
             "segpp-sink = segpp_ros.cli.sink:main",
-            "segpp-node = segpp_ros.node:main",
+            "segpp-node = segpp_ros.ros.node:main",
             "segpp-params = segpp_ros.cli.params:main",
         ],
     },

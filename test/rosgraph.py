@@ -1,4 +1,4 @@
-"""Multi-process ROS test helpers (the graph driver itself is segpp_ros.rosgraph).
+"""Multi-process ROS test helpers (the graph driver itself is segpp_ros.ros.graph).
 
 Every ROS test must run in a private network namespace with only loopback (`make test`
 runs pytest under tools/netns-run); `require_isolated_network` fails a test otherwise.
@@ -14,8 +14,8 @@ from typing import Any, Callable
 
 import pytest
 
-from segpp_ros.rosenv import is_isolated_network
-from segpp_ros.rosgraph import NodeProcess, Probe, diagnostics_values  # noqa: F401 -- re-exported for tests
+from segpp_ros.ros.env import is_isolated_network
+from segpp_ros.ros.graph import NodeProcess, Probe, diagnostics_values  # noqa: F401 -- re-exported for tests
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -67,7 +67,7 @@ def make_frame(probe: Probe, image: "np.ndarray", as_encoding: str = "rgb8", **o
     """An Image with a fresh stamp and a unique frame_id, so its answer can be found."""
     from std_msgs.msg import Header
 
-    from segpp_ros.conversions import rgb_to_image
+    from segpp_ros.ros.conversions import rgb_to_image
 
     _frame_counter[0] += 1
     header = Header(stamp=probe.now_msg(), frame_id=f"cam_{_frame_counter[0]}")

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from segpp_ros.cli import bench
+from segpp_ros.training import bench as benchmark
 
 
 def test_bench_runs_every_preset_and_writes_json(tmp_path, capsys) -> None:
@@ -25,10 +26,10 @@ def test_bench_runs_every_preset_and_writes_json(tmp_path, capsys) -> None:
 
 def test_bench_against_hf_adds_a_row() -> None:
     cpu = torch.device("cpu")
-    ours, hf = bench.hf_pair("b0", 3, cpu, torch.float32)
-    args = bench.parse_args(["--iters", "1", "--warmup", "0", "--presets", "none", "--no-memory"])
-    rows = bench.run_case(ours, hf, "b0", (64, 64), "fp32", args, cpu)
-    assert [r.strategy for r in rows] == ["none", bench.HF_ROW]
+    ours, hf = benchmark.hf_pair("b0", 3, cpu, torch.float32)
+    rows = benchmark.run_case(ours, hf, "b0", (64, 64), "fp32", cpu, presets=["none"], warmup=0, iters=1,
+                              memory=False)
+    assert [r.strategy for r in rows] == ["none", benchmark.HF_ROW]
     assert rows[1].agreement == 1.0       # same weights, same function
 
 

@@ -11,7 +11,7 @@ import pytest
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from segpp_ros.conversions import (
+from segpp_ros.ros.conversions import (
     SUPPORTED_ENCODINGS,
     ImageFormatError,
     array_to_image,

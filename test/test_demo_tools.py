@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from segpp_ros.rosenv import is_isolated_network
-from segpp_ros.samples import make_samples, sample_frames
+from segpp_ros.ros.env import is_isolated_network
+from segpp_ros.samples import sample_frames
+from segpp_ros.training import samples as make_samples
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -43,7 +44,7 @@ def test_samples_are_the_generators_held_out_scenes(tmp_path) -> None:
 
 
 def test_sample_seeds_are_held_out() -> None:
-    from segpp_ros.train import HELD_OUT_SEED_BASE
+    from segpp_ros.training.train import HELD_OUT_SEED_BASE
 
     assert make_samples.sample_seed(0) == HELD_OUT_SEED_BASE + 100
 
@@ -63,10 +64,11 @@ def test_camera_arguments() -> None:
 
 def test_camera_preencodes_with_own_headers() -> None:
     from segpp_ros.cli import camera
+    from segpp_ros.ros.camera import CameraSettings, encode_messages
 
     args, _ = camera.parse_args(["--encoding", "bgr8", "--size", "64x128"])
     images = camera.load_images([str(p) for p in sample_frames()[:2]], args.size)
-    messages = camera.encode_messages(images, args)
+    messages = encode_messages(images, CameraSettings(encoding=args.encoding))
     assert [(m.height, m.width, m.encoding, m.header.frame_id) for m in messages] == [(64, 128, "bgr8", "camera")] * 2
     assert messages[0].header is not messages[1].header  # stamping one must not stamp the other
 
@@ -84,7 +86,7 @@ def test_demo_commands() -> None:
     args = demo.build_parser().parse_args(["--weights", "w.safetensors", "--device", "cpu", "--merge", "fast"])
     assert (args.frames, args.rate, args.max_side, args.timeout, args.out) == (24, 5.0, 512, 300.0, "out/demo")
     node = demo.node_command(args, Path("config/segpp.yaml"))
-    assert node[1:3] == ["-m", "segpp_ros.node"]
+    assert node[1:3] == ["-m", "segpp_ros.ros.node"]
     for pair in (["--params-file", "config/segpp.yaml"], ["-p", "max_side:=512"], ["-p", "merge.preset:=fast"],
                  ["-p", "weights:=w.safetensors"], ["-p", "device:=cpu"], ["-r", "image:=/camera/image"]):
         assert any(node[i:i + 2] == pair for i in range(len(node))), pair
@@ -102,11 +104,10 @@ def test_demo_refuses_a_shared_network(monkeypatch, capsys) -> None:
     assert "tools/netns-run" in capsys.readouterr().err
 
 
-def test_offline_shim_and_parser() -> None:
-    from segpp_ros import offline
+def test_offline_parser() -> None:
     from segpp_ros.cli.offline import build_parser
 
-    assert offline.main is not None and build_parser().prog == "segpp-offline"
+    assert build_parser().prog == "segpp-offline"
 
 
 # -- sink pieces -------------------------------------------------------------------------------
@@ -123,7 +124,7 @@ def _label_msg(ids: np.ndarray, encoding: str, pad: int):
 
 @pytest.mark.parametrize("encoding,dtype", [("mono8", np.uint8), ("mono16", np.uint16)])
 def test_sink_decodes_padded_labels(encoding, dtype) -> None:
-    from segpp_ros.cli.sink import decode_label
+    from segpp_ros.ros.sink import decode_label
 
     ids = (np.arange(5 * 6).reshape(5, 6) * 11).astype(dtype)
     out = decode_label(_label_msg(ids, encoding, pad=3))
@@ -133,10 +134,9 @@ def test_sink_decodes_padded_labels(encoding, dtype) -> None:
 def test_sink_writes_classes_txt(tmp_path) -> None:
     from segpp.msg import LabelInfo
 
-    from segpp_ros.cli import sink
+    from segpp_ros.ros.sink import Recorder, SinkSettings
 
-    args, _ = sink.parse_args(["--out", str(tmp_path)])
-    recorder = sink.Recorder(args)
+    recorder = Recorder(SinkSettings(out=str(tmp_path)))
     recorder.on_label_info(LabelInfo(class_names=["road", "sky"], palette=[128, 64, 128, 70, 130, 180]))
     recorder.close()
     assert (tmp_path / "classes.txt").read_text() == "0 road 128 64 128\n1 sky 70 130 180\n"

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from segpp_ros.data.classes import CITYSCAPES_CLASSES, COCO_KEYPOINTS, COCO_SKELETON
-from segpp_ros.drawing import CENTRE, LEFT, RIGHT, draw_skeletons, limb_colour
+from segpp_ros.inference.drawing import CENTRE, LEFT, RIGHT, draw_skeletons, limb_colour
+from segpp_ros.inference.vocab import CITYSCAPES_CLASSES, COCO_KEYPOINTS, COCO_SKELETON
 
 
 def _person(score_of_right_arm: float) -> np.ndarray:
@@ -38,7 +38,7 @@ def test_limb_colours_follow_the_side() -> None:
 
 
 def test_person_classes_by_name_or_id() -> None:
-    from segpp_ros.node_pose import person_class_ids
+    from segpp_ros.ros.pose_stage import person_class_ids
 
     assert person_class_ids("person,rider", CITYSCAPES_CLASSES) == [11, 12]
     assert person_class_ids(" 11 ", CITYSCAPES_CLASSES) == [11]

@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from segpp_ros.data.classes import CITYSCAPES_CLASSES, COCO_KEYPOINTS
-from segpp_ros.data.pose import render_pose_sample
-from segpp_ros.data.scenes import render_scene
 from segpp_ros.inference import Segmenter
-from segpp_ros.keypoints import decode_heatmaps
-from segpp_ros.metrics import confusion_matrix, keypoint_boxes, mean_iou, pck
+from segpp_ros.inference.keypoints import decode_heatmaps
+from segpp_ros.inference.preprocess import to_tensor
+from segpp_ros.inference.vocab import CITYSCAPES_CLASSES, COCO_KEYPOINTS
 from segpp_ros.model import load_model
-from segpp_ros.preprocess import to_tensor
-from segpp_ros.train import HELD_OUT_SEED_BASE
+from segpp_ros.training.data.pose import render_pose_sample
+from segpp_ros.training.data.scenes import render_scene
+from segpp_ros.training.metrics import confusion_matrix, keypoint_boxes, mean_iou, pck
+from segpp_ros.training.train import HELD_OUT_SEED_BASE
 from segpp_ros.weights import DEFAULT_WEIGHTS, default_weights
 
 SEG_MIN_MIOU = 48.0      # measured 59.9 on these two scenes (62.7 over the 20-scene study)

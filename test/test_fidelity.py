@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import json
 
-
 from segpp_ros.cli import fidelity
-from segpp_ros.data.classes import CITYSCAPES_CLASSES, COCO_KEYPOINTS
+from segpp_ros.inference.vocab import CITYSCAPES_CLASSES, COCO_KEYPOINTS
 from segpp_ros.model import build_model, save_model
 
 from .conftest import TINY

@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from segpp_ros.cli import offline
-from segpp_ros.data.classes import CITYSCAPES_CLASSES
 from segpp_ros.inference import Segmenter, network_size
+from segpp_ros.inference.preprocess import to_tensor
+from segpp_ros.inference.vocab import CITYSCAPES_CLASSES
 from segpp_ros.model import build_model, save_model
-from segpp_ros.preprocess import to_tensor
 
 from .conftest import TINY, randomize_batchnorm
 

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from segpp_ros.data.pose import (box_to_affine, invert_affine, person_crops, render_pose_sample,
-                                 transform_points, warp_crop)
-from segpp_ros.data.scenes import render_scene
-from segpp_ros.keypoints import decode_heatmaps, gaussian_heatmaps
+from segpp_ros.inference.crops import box_to_affine, invert_affine, transform_points, warp_crop
+from segpp_ros.inference.keypoints import decode_heatmaps, gaussian_heatmaps
+from segpp_ros.training.data.pose import person_crops, render_pose_sample
+from segpp_ros.training.data.scenes import render_scene
 
 STRIDE = 4
 IN_HW = (256, 192)

@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from segpp_ros.params import SPECS_BY_NAME
+from segpp_ros.ros.params import SPECS_BY_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCH = ROOT / "launch" / "segpp.launch.py"
 CMAKE = ROOT / "CMakeLists.txt"
-NODE_PY = ROOT / "segpp_ros" / "node.py"
+NODE_PY = ROOT / "segpp_ros" / "ros" / "node.py"
 
 
 def _call_name(node: ast.AST) -> str | None:
@@ -128,11 +128,11 @@ def test_executable_is_installed(launch: LaunchFile) -> None:
                      cmake), f"{executable} is not installed into lib/${{PROJECT_NAME}} (ros2 run / launch_ros)"
     script = (ROOT / "scripts" / f"{executable}.in").read_text()
     assert script.startswith("#!@Python3_EXECUTABLE@\n")
-    assert "from segpp_ros.node import main" in script
+    assert "from segpp_ros.ros.node import main" in script
 
 
 def test_node_name(launch: LaunchFile) -> None:
-    from segpp_ros.node import NODE_NAME
+    from segpp_ros.ros.node import NODE_NAME
 
     assert launch.value(launch.keyword(launch.node(), "name")) == NODE_NAME
     assert launch.constants["NODE_NAME"] == NODE_NAME
@@ -193,11 +193,11 @@ def test_launch_arguments(launch: LaunchFile) -> None:
 @pytest.mark.skipif(importlib.util.find_spec("launch_ros") is None, reason="launch_ros is not installed (no ROS)")
 def test_generate_launch_description() -> None:
     from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-    from launch import LaunchContext
     from launch.actions import DeclareLaunchArgument, OpaqueFunction
     from launch.utilities import perform_substitutions
 
-    from segpp_ros.rosenv import ensure_ament_prefix
+    from launch import LaunchContext
+    from segpp_ros.ros.env import ensure_ament_prefix
 
     ensure_ament_prefix()
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from segpp_ros.metrics import confusion_matrix, iou_per_class, keypoint_boxes, mean_iou, pck
+from segpp_ros.training.metrics import confusion_matrix, iou_per_class, keypoint_boxes, mean_iou, pck
 
 
 def test_confusion_and_miou_by_hand() -> None:

@@ -7,11 +7,20 @@ import numpy as np
 import pytest
 import torch
 
-from segpp_ros.data.classes import COCO_FLIP_PAIRS, COCO_KEYPOINTS, COCO_SKELETON
-from segpp_ros.data.scenes import render_scene
+from segpp_ros.inference.vocab import COCO_FLIP_PAIRS, COCO_KEYPOINTS, COCO_SKELETON
+from segpp_ros.training.data.scenes import render_scene
 
-from .rosgraph import (NodeProcess, Probe, diagnostics_values, make_frame, refused_start, require_isolated_network,
-                       roundtrip, set_params, wait_for)
+from .rosgraph import (
+    NodeProcess,
+    Probe,
+    diagnostics_values,
+    make_frame,
+    refused_start,
+    require_isolated_network,
+    roundtrip,
+    set_params,
+    wait_for,
+)
 
 NAME = "segpp_pose"
 IMAGE_TOPIC = "/pose_cam/image"
@@ -28,10 +37,9 @@ def graph(tmp_path_factory):
     require_isolated_network()
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from segpp.msg import KeypointInfo, PersonKeypointsArray
     from sensor_msgs.msg import Image
     from visualization_msgs.msg import MarkerArray
-
-    from segpp.msg import KeypointInfo, PersonKeypointsArray
 
     node = NodeProcess(tmp_path_factory.mktemp("pose"), NODE_PARAMS, {"image": IMAGE_TOPIC}, name=NAME)
     probe = Probe("segpp_test_pose_probe")
@@ -59,7 +67,7 @@ def keypoints_for(graph, msg, timeout: float = 60.0):
 def reference_poses(image: np.ndarray):
     """What the inference core computes for the same image and settings (one thread, like the node)."""
     from segpp_ros.inference import Segmenter
-    from segpp_ros.pose import PoseEstimator, person_boxes
+    from segpp_ros.inference.pose import PoseEstimator, person_boxes
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -114,8 +122,8 @@ def test_markers_for_rviz(graph):
 
 
 def test_overlay_draws_the_skeletons_by_parameter(graph):
-    from segpp_ros.conversions import image_to_rgb
     from segpp_ros.inference import Segmenter
+    from segpp_ros.ros.conversions import image_to_rgb
 
     _, probe = graph
     threads = torch.get_num_threads()
@@ -195,9 +203,8 @@ def test_keypoints_inline_on_the_segmentation_thread(tmp_path):
     """pose.own_thread false: the same outputs, computed before the next frame is taken."""
     require_isolated_network()
     from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import Image
-
     from segpp.msg import PersonKeypointsArray
+    from sensor_msgs.msg import Image
 
     name = "segpp_pose_inline"
     node = NodeProcess(tmp_path, {**NODE_PARAMS, "pose.own_thread": False}, {"image": "/inline_cam/image"}, name=name)

@@ -11,10 +11,21 @@ import numpy as np
 import pytest
 import torch
 
-from segpp_ros.data.scenes import render_scene
+from segpp_ros.training.data.scenes import render_scene
 
-from .rosgraph import (NodeProcess, Probe, answer, diagnostics_values, get_param, make_frame,  # noqa: F401
-                       refused_start, require_isolated_network, roundtrip, set_params, wait_for)
+from .rosgraph import (  # noqa: F401
+    NodeProcess,
+    Probe,
+    answer,
+    diagnostics_values,
+    get_param,
+    make_frame,
+    refused_start,
+    require_isolated_network,
+    roundtrip,
+    set_params,
+    wait_for,
+)
 
 IMAGE_TOPIC = "/test_cam/image"
 H, W = 120, 200
@@ -26,11 +37,10 @@ START_TIMEOUT = 120.0
 @pytest.fixture(scope="module")
 def graph(tmp_path_factory):
     require_isolated_network()
-    from sensor_msgs.msg import Image
-
-    from segpp.msg import LabelInfo
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from segpp.msg import LabelInfo
+    from sensor_msgs.msg import Image
 
     node = NodeProcess(tmp_path_factory.mktemp("node"), NODE_PARAMS, {"image": IMAGE_TOPIC})
     probe = Probe("segpp_test_probe")
@@ -84,7 +94,7 @@ def test_colour_overlay_and_label_info(graph):
     info = wait_for(lambda: probe.messages("/segpp/label_info"), 30, "latched label_info", node)[-1]
     assert (color.encoding, overlay.encoding) == ("rgb8", "rgb8")
     assert (color.height, color.width, overlay.height, overlay.width) == (H, W, H, W)
-    from segpp_ros.data.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+    from segpp_ros.inference.vocab import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
     assert list(info.class_names) == list(CITYSCAPES_CLASSES)
     palette = np.array(info.palette, np.uint8).reshape(-1, 3)
     np.testing.assert_array_equal(palette, np.array(CITYSCAPES_PALETTE, np.uint8))
@@ -104,7 +114,7 @@ def test_padded_rows_and_mono_inputs(graph):
     node, probe = graph
     from std_msgs.msg import Header
 
-    from segpp_ros.conversions import rgb_to_image
+    from segpp_ros.ros.conversions import rgb_to_image
 
     padded = rgb_to_image(SCENE, Header(stamp=probe.now_msg(), frame_id="padded"), "rgb8", pad=7)
     assert padded.step == W * 3 + 7
@@ -232,7 +242,7 @@ def test_bad_parameter_overrides_stop_the_node_with_a_reason(tmp_path, override,
 def test_help_prints_usage_without_starting_ros():
     import subprocess
 
-    from segpp_ros.rosgraph import node_executable
+    from segpp_ros.ros.graph import node_executable
 
     out = subprocess.run([str(node_executable()), "--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.startswith("usage: segpp_node") and "config/segpp.yaml" in out.stdout
@@ -241,12 +251,12 @@ def test_help_prints_usage_without_starting_ros():
 def test_compressed_transport(tmp_path):
     """transport:=compressed subscribes <image>/compressed (image_transport's naming)."""
     require_isolated_network()
-    from sensor_msgs.msg import CompressedImage, Image
-    from std_msgs.msg import Header
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import QoSProfile
+    from sensor_msgs.msg import CompressedImage, Image
+    from std_msgs.msg import Header
 
-    from segpp_ros.conversions import rgb_to_compressed
+    from segpp_ros.ros.conversions import rgb_to_compressed
 
     # its own node name: the module's /segpp node is alive too, on the same /diagnostics
     node = NodeProcess(tmp_path, {**NODE_PARAMS, "transport": "compressed"}, {"image": "/zcam/image"},
@@ -293,9 +303,9 @@ def test_network_resolution_output(graph):
 def test_more_than_255_classes_give_mono16_labels(tmp_path):
     """A checkpoint of ours with 300 classes, given by the weights parameter."""
     require_isolated_network()
-    from sensor_msgs.msg import Image
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import QoSProfile
+    from sensor_msgs.msg import Image
 
     from segpp_ros.model import build_model, save_model
 

@@ -123,7 +123,7 @@ def test_node_executable(workspace: Workspace) -> None:
     text = exe.read_text()
     assert text.splitlines()[0] == f"#!{workspace.python}", "the shebang names the interpreter built for"
     compile(text, str(exe), "exec")
-    assert "from segpp_ros.node import main" in text
+    assert "from segpp_ros.ros.node import main" in text
 
 
 def test_share_files(workspace: Workspace) -> None:
@@ -149,7 +149,7 @@ def test_generated_messages(workspace: Workspace) -> None:
 
 def test_python_package(workspace: Workspace) -> None:
     installed = workspace.site / "segpp_ros"
-    assert (installed / "node.py").is_file()
+    assert (installed / "ros" / "node.py").is_file()
     weights = sorted(p.name for p in (ROOT / "segpp_ros" / "weights").glob("*.safetensors"))
     assert weights, "the checkout has no embedded weights"
     for name in weights:
@@ -169,12 +169,12 @@ import json, os
 from segpp.msg import LabelInfo, PersonKeypointsArray
 for t in (LabelInfo, PersonKeypointsArray):
     type(t).__import_type_support__()       # loads the C type support; starts no DDS
-import segpp.msg, segpp_ros, segpp_ros.node
+import segpp.msg, segpp_ros, segpp_ros.ros.node
 from ament_index_python.packages import get_package_share_directory
-from segpp_ros.rosenv import share_file
-print(json.dumps({"segpp_ros": segpp_ros.__file__, "node": segpp_ros.node.__file__, "msg": segpp.msg.__file__,
+from segpp_ros.ros.env import share_file
+print(json.dumps({"segpp_ros": segpp_ros.__file__, "node": segpp_ros.ros.node.__file__, "msg": segpp.msg.__file__,
                   "share": get_package_share_directory("segpp"), "params": str(share_file("config", "segpp.yaml")),
-                  "node_name": segpp_ros.node.NODE_NAME, "label_info": str(LabelInfo())}))
+                  "node_name": segpp_ros.ros.node.NODE_NAME, "label_info": str(LabelInfo())}))
 """
 
 
@@ -193,7 +193,7 @@ def test_installed_package_imports(workspace: Workspace) -> None:
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     # PYTHONPATH comes before the venv's editable-install finder (appended to sys.meta_path)
     assert Path(got["segpp_ros"]) == workspace.site / "segpp_ros" / "__init__.py", got
-    assert Path(got["node"]) == workspace.site / "segpp_ros" / "node.py"
+    assert Path(got["node"]) == workspace.site / "segpp_ros" / "ros" / "node.py"
     assert Path(got["msg"]).is_relative_to(workspace.site), got
     assert Path(got["share"]) == workspace.share
     assert Path(got["params"]) == workspace.share / "config" / "segpp.yaml"

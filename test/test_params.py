@@ -1,6 +1,6 @@
 """Node parameters: config/segpp.yaml, defaults, merge configurations and live-change validation.
 
-Pure and fast: no ROS node, no DDS (importing segpp_ros.node loads rclpy but starts nothing).
+Pure and fast: no ROS node, no DDS (importing segpp_ros.ros.node loads rclpy but starts nothing).
 """
 from __future__ import annotations
 
@@ -11,9 +11,18 @@ from typing import Any
 
 import pytest
 
-from segpp_ros.cli.params import render_markdown, render_yaml
 from segpp_ros.model.merge import NUM_STAGES, PRESETS, MergeConfig, StageMerge, TokenMerge, resolve_merge
-from segpp_ros.params import ALL_SPECS, MERGE_PRESETS, SPECS_BY_NAME, ParamSpec, defaults, merge_from, validate_changes
+from segpp_ros.ros.params import (
+    ALL_SPECS,
+    MERGE_PRESETS,
+    SPECS_BY_NAME,
+    ParamSpec,
+    defaults,
+    merge_from,
+    render_markdown,
+    render_yaml,
+    validate_changes,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "config" / "segpp.yaml"
@@ -203,7 +212,7 @@ def test_first_problem_is_reported() -> None:
 def test_descriptors() -> None:
     from rcl_interfaces.msg import ParameterDescriptor
 
-    from segpp_ros.node import descriptor
+    from segpp_ros.ros.node import descriptor
 
     for spec in ALL_SPECS:
         d = descriptor(spec)

@@ -10,17 +10,24 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from segpp_ros import pose as pose_mod
-from segpp_ros.data.classes import COCO_FLIP_PAIRS, COCO_KEYPOINTS, COCO_SKELETON
-from segpp_ros.data.pose import box_to_affine, render_pose_sample
-from segpp_ros.data.scenes import render_scene
-from segpp_ros.keypoints import gaussian_heatmaps
-from segpp_ros.metrics import keypoint_boxes, pck
+from segpp_ros.inference import pose as pose_mod
+from segpp_ros.inference.crops import box_to_affine
+from segpp_ros.inference.keypoints import gaussian_heatmaps
+from segpp_ros.inference.pose import (
+    PersonBox,
+    PoseEstimator,
+    PoseResult,
+    flip_correction,
+    person_boxes,
+    whole_frame_box,
+)
+from segpp_ros.inference.preprocess import to_tensor
+from segpp_ros.inference.vocab import COCO_FLIP_PAIRS, COCO_KEYPOINTS, COCO_SKELETON
 from segpp_ros.model import CheckpointError, build_model, save_model
-from segpp_ros.pose import (PersonBox, PoseEstimator, PoseResult, flip_correction, person_boxes,
-                            whole_frame_box)
-from segpp_ros.preprocess import to_tensor
-from segpp_ros.train import HELD_OUT_SEED_BASE
+from segpp_ros.training.data.pose import render_pose_sample
+from segpp_ros.training.data.scenes import render_scene
+from segpp_ros.training.metrics import keypoint_boxes, pck
+from segpp_ros.training.train import HELD_OUT_SEED_BASE
 
 from .conftest import TINY, randomize_batchnorm
 

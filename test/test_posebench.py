@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from segpp_ros.cli import posebench
-from segpp_ros.data.classes import COCO_FLIP_PAIRS
+from segpp_ros.inference.vocab import COCO_FLIP_PAIRS
 from segpp_ros.model import build_model, save_model
+from segpp_ros.training import posebench as study
 
 from .conftest import TINY
 
@@ -28,7 +29,7 @@ def test_defaults_are_the_readme_configuration() -> None:
 
 
 def test_frame_boxes_repeat_the_scene_persons() -> None:
-    image, boxes = posebench.frame_boxes(0, 96, 160, 5)
+    image, boxes = study.frame_boxes(0, 96, 160, 5)
     assert image.shape == (96, 160, 3) and len(boxes) == 5
     assert [b.instance_id for b in boxes] == list(range(5))
 

@@ -5,7 +5,7 @@ import math
 import threading
 import time
 
-from segpp_ros.realtime import Counters, LatestSlot, RateMeter, SlotWorker, Window
+from segpp_ros.ros.realtime import Counters, LatestSlot, RateMeter, SlotWorker, Window
 
 
 def test_latest_slot_keeps_only_the_newest() -> None:

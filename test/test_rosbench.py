@@ -6,6 +6,7 @@ import math
 import pytest
 
 from segpp_ros.cli import rosbench
+from segpp_ros.ros import bench
 
 
 def test_defaults() -> None:
@@ -21,8 +22,8 @@ def test_options() -> None:
     assert args.sizes == [(1080, 1920)]
     assert (args.max_side, args.threads, args.rounds, args.frames_per_round, args.gap_ms) == (0, 2, 3, 4, 0.0)
     assert args.json == "out/x.json"
-    assert rosbench.node_params(args)["max_side"] == 0 and rosbench.node_params(args)["threads"] == 2
-    assert rosbench.node_params(args)["max_frame_age"] == 0.0
+    params = bench.node_params(bench.Settings(max_side=args.max_side, threads=args.threads))
+    assert params["max_side"] == 0 and params["threads"] == 2 and params["max_frame_age"] == 0.0
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -47,15 +48,15 @@ def test_refuses_outside_an_isolated_network(monkeypatch, capsys) -> None:
 
 
 def test_measured_drops_the_warm_up_round() -> None:
-    assert rosbench.measured([[100.0, 90.0], [1.0, 2.0], [3.0]]) == [1.0, 2.0, 3.0]
-    assert rosbench.measured([[5.0]]) == []
+    assert bench.measured([[100.0, 90.0], [1.0, 2.0], [3.0]]) == [1.0, 2.0, 3.0]
+    assert bench.measured([[5.0]]) == []
 
 
 def test_summary_from_samples() -> None:
     e2e = [float(v) for v in range(110, 130)]      # median 119.5, p95 128.05
     model = [100.0, 101.0, 99.0, 150.0, 100.0]     # median 100
     network = [20.0, 22.0, 21.0]
-    s = rosbench.summarize((1080, 1920), (144, 256), e2e, model, network, lost=1,
+    s = bench.summarize((1080, 1920), (144, 256), e2e, model, network, lost=1,
                            node_latency_p50_ms=104.0, node_network_p50_ms=21.5, publish_call_ms=[2.0, 3.0, 2.5])
     assert (s.size, s.network_input, s.frames, s.lost) == ("1080x1920", "144x256", 20, 1)
     assert s.model_ms == 100.0 and s.network_ms == 21.0
@@ -72,32 +73,32 @@ def test_overhead_against_the_nodes_own_model_time() -> None:
     """With the node's model_p50_ms, the in-process model time (another process, other noise) is
     only reported, not subtracted."""
     e2e = [float(v) for v in range(110, 130)]
-    s = rosbench.summarize((1080, 1920), (144, 256), e2e, [90.0], [20.0], node_latency_p50_ms=114.0,
+    s = bench.summarize((1080, 1920), (144, 256), e2e, [90.0], [20.0], node_latency_p50_ms=114.0,
                            node_model_p50_ms=112.0)
     assert s.model_ms == 90.0 and s.node_model_p50_ms == 112.0
     assert s.overhead_ms == pytest.approx(7.5) and s.overhead_p95_ms == pytest.approx(16.05)
     assert s.in_node_overhead_ms == pytest.approx(2.0) and s.outside_node_ms == pytest.approx(5.5)
-    per_frame = rosbench.summarize((1080, 1920), (144, 256), e2e, [90.0], [20.0], node_latency_p50_ms=114.0,
+    per_frame = bench.summarize((1080, 1920), (144, 256), e2e, [90.0], [20.0], node_latency_p50_ms=114.0,
                                    node_model_p50_ms=112.0, node_overhead_p50_ms=1.4)
     assert per_frame.in_node_overhead_ms == 1.4
 
 
 def test_summary_without_diagnostics_or_answers() -> None:
-    s = rosbench.summarize((480, 640), (192, 256), [], [50.0], [20.0])
+    s = bench.summarize((480, 640), (192, 256), [], [50.0], [20.0])
     assert s.in_node_overhead_ms is None and s.outside_node_ms is None and s.publish_call_ms is None
     assert math.isnan(s.e2e_ms) and math.isnan(s.overhead_ms) and s.frames == 0
-    row = rosbench.format_table([s]).splitlines()[2]
+    row = bench.format_table([s]).splitlines()[2]
     assert row == "| 480x640 | 192x256 | n/a | 50.0 | n/a | n/a | n/a | n/a | n/a | n/a |"
 
 
 def test_table_and_target_line() -> None:
-    small = rosbench.summarize((480, 640), (192, 256), [62.0, 60.0, 64.0], [57.0, 58.0, 56.0], [30.0],
+    small = bench.summarize((480, 640), (192, 256), [62.0, 60.0, 64.0], [57.0, 58.0, 56.0], [30.0],
                                node_latency_p50_ms=59.0)
-    big = rosbench.summarize((1080, 1920), (144, 256), [180.0, 176.0, 190.0], [168.0, 170.0, 166.0], [23.0])
-    table = rosbench.format_table([small, big]).splitlines()
-    assert table[0] == "| " + " | ".join(rosbench.TABLE_HEADER) + " |"
+    big = bench.summarize((1080, 1920), (144, 256), [180.0, 176.0, 190.0], [168.0, 170.0, 166.0], [23.0])
+    table = bench.format_table([small, big]).splitlines()
+    assert table[0] == "| " + " | ".join(bench.TABLE_HEADER) + " |"
     assert table[2] == "| 480x640 | 192x256 | n/a | 57.0 | 62.0 | 63.8 | 5.0 | 6.8 | 2.0 | 3.0 |"
     assert table[3].startswith("| 1080x1920 | 144x256 | n/a | 168.0 | 180.0 |")
-    assert rosbench.target_line([small, big]) == \
+    assert bench.target_line([small, big]) == \
         "target: median overhead at 1080p <= 10 ms: 12.0 ms, NOT met"
-    assert rosbench.target_line([small]) is None
+    assert bench.target_line([small]) is None

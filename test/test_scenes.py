@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from segpp_ros.data.classes import CITYSCAPES_CLASSES, COCO_KEYPOINTS, TRAIN_ID
-from segpp_ros.data.scenes import Scene, render_scene
+from segpp_ros.inference.vocab import CITYSCAPES_CLASSES, COCO_KEYPOINTS
+from segpp_ros.training.data.classes import TRAIN_ID
+from segpp_ros.training.data.scenes import Scene, render_scene
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = range(6)
@@ -53,7 +54,7 @@ def test_same_seed_same_bytes_other_seed_differs() -> None:
 
 def test_bytes_do_not_depend_on_the_process_or_hash_seed() -> None:
     code = ("import hashlib, sys; sys.path.insert(0, %r); from test.test_scenes import digest; "
-            "from segpp_ros.data.scenes import render_scene; print(digest(render_scene(5, 96, 160)))" % str(REPO))
+            "from segpp_ros.training.data.scenes import render_scene; print(digest(render_scene(5, 96, 160)))" % str(REPO))
     env = dict(os.environ, PYTHONHASHSEED="12345")
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == digest(render_scene(5, 96, 160))
@@ -135,7 +136,7 @@ def test_every_scene_has_persons_some_occluded_some_large(scenes: list[Scene]) -
 
 def test_left_and_right_follow_the_facing() -> None:
     """COCO left/right are the person's own: facing the camera, their left is on the image right."""
-    from segpp_ros.data.scenes import _body_points, _Camera, _figure_to_world
+    from segpp_ros.training.data.scenes import _body_points, _Camera, _figure_to_world
     body = _body_points(np.random.Generator(np.random.PCG64(0)), 1.0)
     cam = _Camera(horizon=0.45, cx=1.0, focal=2.0, height=1.4)
     left, right = COCO_KEYPOINTS.index("left_shoulder"), COCO_KEYPOINTS.index("right_shoulder")

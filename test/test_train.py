@@ -1,5 +1,5 @@
 """Training library and segpp-train on a tiny model with tiny fake renderers (same signatures as
-segpp_ros.data.scenes / segpp_ros.data.pose / segpp_ros.keypoints, milliseconds per sample)."""
+segpp_ros.training.data.scenes / segpp_ros.training.data.pose / segpp_ros.inference.keypoints, milliseconds per sample)."""
 from __future__ import annotations
 
 import math
@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from segpp_ros import train as T
 from segpp_ros.cli import train as cli
-from segpp_ros.data.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, COCO_FLIP_PAIRS, COCO_KEYPOINTS
+from segpp_ros.inference.preprocess import MEAN, STD, to_tensor
+from segpp_ros.inference.vocab import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, COCO_FLIP_PAIRS, COCO_KEYPOINTS
 from segpp_ros.model import load_model
-from segpp_ros.preprocess import MEAN, STD, to_tensor
+from segpp_ros.training import train as T
 
 from .conftest import TINY
 
@@ -224,9 +224,9 @@ def test_cli_trains_resumes_and_rejects_held_out_seeds(tmp_path, monkeypatch, ca
 
 @pytest.mark.parametrize("task", ["seg", "pose"])
 def test_real_renderers_feed_training(tmp_path, task: str) -> None:
-    pytest.importorskip("segpp_ros.data.scenes")
-    pytest.importorskip("segpp_ros.data.pose")
-    pytest.importorskip("segpp_ros.keypoints")
+    pytest.importorskip("segpp_ros.training.data.scenes")
+    pytest.importorskip("segpp_ros.training.data.pose")
+    pytest.importorskip("segpp_ros.inference.keypoints")
     config = tiny_config(tmp_path, task, steps=2, batch_size=1, workers=1)
     result = T.train(config, progress=False)                 # default dataset_factory: the real renderers
     assert result.model_path is not None and all(math.isfinite(v) for v in result.losses)

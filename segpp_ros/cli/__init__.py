@@ -1,6 +1,8 @@
-"""Command-line tools (segpp-* console scripts); argument handling they share.
+"""Command-line tools: one module per segpp-* console command, argument parsing and calls only.
 
-Imports neither torch nor ROS: the ROS tools (camera, sink) import this package too.
+The work happens in the layers below (model, inference, training, ros); a tool parses its
+arguments, calls them and prints. This package imports neither torch nor ROS at import time:
+the ROS tools (camera, sink) import it too.
 """
 from __future__ import annotations
 
@@ -17,6 +19,28 @@ def parse_size(text: str, minimum: int = 32) -> tuple[int, int]:
     if min(h, w) < minimum:
         raise argparse.ArgumentTypeError(f"size {text!r}: both sides must be at least {minimum} pixels")
     return h, w
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a float > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an int >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return value
 
 
 def add_timing_args(p: argparse.ArgumentParser, warmup: int, iters: int, threads: int, rounds_of: str) -> None:

@@ -14,9 +14,9 @@ import time
 import numpy as np
 import torch
 
-from ..data.classes import CITYSCAPES_CLASSES
-from ..metrics import confusion_matrix, mean_iou
+from ..inference.vocab import CITYSCAPES_CLASSES
 from ..model import PRESETS
+from ..training.metrics import confusion_matrix, mean_iou
 from . import parse_size
 
 
@@ -32,8 +32,8 @@ def _frames(args: argparse.Namespace):
                 continue
             yield os.path.splitext(os.path.basename(path))[0], cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), None
         return
-    from ..data.scenes import render_scene
-    from ..train import HELD_OUT_SEED_BASE
+    from ..training.data.scenes import render_scene
+    from ..training.train import HELD_OUT_SEED_BASE
 
     h, w = args.size
     for i in range(args.scenes):

@@ -20,8 +20,14 @@ import torch
 
 from ..model import PRESETS, VARIANTS, CheckpointError
 from ..model.runtime import keep_freed_memory
-from ..train import (TrainConfig, format_preset_table, git_commit, load_resume_config, measure_training_presets,
-                     train)
+from ..training.train import (
+    TrainConfig,
+    format_preset_table,
+    git_commit,
+    load_resume_config,
+    measure_training_presets,
+    train,
+)
 from . import parse_size
 
 DEFAULTS = TrainConfig()

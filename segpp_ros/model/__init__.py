@@ -1,6 +1,7 @@
 """SegFormer++ in pure PyTorch: encoder, heads, token merging, checkpoint loading.
 
-This package never imports ROS; the node is an adapter over it.
+The bottom layer: imports only PyTorch (and safetensors), nothing else of segpp_ros, never
+ROS. The inference core, training and the node build on it.
 """
 from .checkpoint import CheckpointError, load_model, save_model
 from .merge import PRESETS, STRATEGIES, MergeConfig, StageMerge, TokenMerge, resolve_merge

@@ -1,5 +1,5 @@
 """Bundled sample camera sequence for the ROS demo (regenerate with
-``python -m segpp_ros.samples.make_samples``)."""
+``python -m segpp_ros.cli.samples``)."""
 from __future__ import annotations
 
 from pathlib import Path

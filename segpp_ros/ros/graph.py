@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .rosenv import ensure_ament_prefix, share_file
+from .env import ensure_ament_prefix, share_file
+
 
 def node_executable() -> Path:
     """lib/segpp/segpp_node of the installed package: what `ros2 run` and launch_ros execute."""

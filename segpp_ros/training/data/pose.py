@@ -1,62 +1,18 @@
-"""Top-down pose crops: the affine maps between image and crop pixels, and person crops of scenes.
+"""Person crops of synthetic scenes with their keypoints, for pose training and evaluation.
 
-Shared by training (crops around the persons of synthetic scenes) and inference (crops around
-detected boxes), so it is pure numpy/cv2. Both image and crop use pixel centres at integer
-coordinates: a crop of width w spans [-0.5, w - 0.5] and its centre is at (w - 1) / 2.
+The crop geometry is the inference core's (segpp_ros.inference.crops), so training crops and
+the node's crops are the same warp.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
+from ...inference.crops import box_to_affine, transform_points, warp_crop
 from .scenes import Scene, render_scene
 
-__all__ = ["PoseSample", "box_to_affine", "invert_affine", "transform_points", "warp_crop",
-           "person_crops", "render_pose_sample"]
-
-
-def box_to_affine(box: np.ndarray, out_hw: tuple[int, int], padding: float = 1.25) -> np.ndarray:
-    """[2, 3] float64 affine mapping image px -> crop px for a box [4] (x0, y0, x1, y1).
-
-    The box centre goes to the crop centre; the box is scaled by ``padding`` and widened or
-    heightened to the crop's aspect ratio (the relatively larger side decides), so the figure is
-    never squashed and never cut by the crop.
-    """
-    x0, y0, x1, y1 = (float(v) for v in np.asarray(box, dtype=np.float64).reshape(4))
-    out_h, out_w = int(out_hw[0]), int(out_hw[1])
-    w, h = max(x1 - x0, 1.0) * padding, max(y1 - y0, 1.0) * padding   # degenerate boxes: >= 1 px
-    aspect = out_w / out_h
-    if w > h * aspect:
-        h = w / aspect
-    else:
-        w = h * aspect
-    s = out_w / w                                                    # == out_h / h
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    return np.array([[s, 0.0, (out_w - 1) / 2 - s * cx],
-                     [0.0, s, (out_h - 1) / 2 - s * cy]])
-
-
-def invert_affine(affine: np.ndarray) -> np.ndarray:
-    """[2, 3] -> [2, 3]: the inverse map (crop px -> image px)."""
-    a = np.asarray(affine, dtype=np.float64)
-    lin = np.linalg.inv(a[:, :2])
-    return np.concatenate([lin, -lin @ a[:, 2:]], axis=1)
-
-
-def transform_points(points: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """Points [..., 2] -> [..., 2] under an affine [2, 3] (float64)."""
-    p = np.asarray(points, dtype=np.float64)
-    a = np.asarray(affine, dtype=np.float64)
-    return p @ a[:, :2].T + a[:, 2]
-
-
-def warp_crop(image: np.ndarray, affine: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
-    """Crop [h, w, ...] of an image under an image->crop affine: bilinear, black outside the image.
-    OpenCV's warpAffine uses the same integer pixel-centre convention as this module."""
-    return cv2.warpAffine(image, np.asarray(affine, dtype=np.float64), (int(out_hw[1]), int(out_hw[0])),
-                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+__all__ = ["PoseSample", "person_crops", "render_pose_sample"]
 
 
 @dataclass

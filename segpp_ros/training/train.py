@@ -5,7 +5,7 @@ Data is an endless stream of deterministic samples: sample i of a run is rendere
 the same sample and a resumed run sees exactly the batches the uninterrupted one would have.
 Seeds from HELD_OUT_SEED_BASE up are the evaluation set and are refused for training.
 
-The CLI is segpp_ros.cli.train (``segpp-train`` / ``python -m segpp_ros.train``).
+The CLI is segpp_ros.cli.train (``segpp-train`` / ``python -m segpp_ros.cli.train``).
 """
 from __future__ import annotations
 
@@ -29,12 +29,12 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from .data.classes import (CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, COCO_FLIP_PAIRS, COCO_KEYPOINTS, COCO_SKELETON,
-                           IGNORE_INDEX)
-from .model import PRESETS, MiTSpec, SegFormerPP, build_model, get_spec, load_model, save_model
-from .model.segformer import TASKS
-from .preprocess import to_tensor
-from .timing import markdown_table, peak_memory_mb, rotated, timed
+from ..inference.preprocess import to_tensor
+from ..inference.timing import markdown_table, peak_memory_mb, rotated, timed
+from ..inference.vocab import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, COCO_FLIP_PAIRS, COCO_KEYPOINTS, COCO_SKELETON
+from ..model import PRESETS, MiTSpec, SegFormerPP, build_model, get_spec, load_model, save_model
+from ..model.segformer import TASKS
+from .data.classes import IGNORE_INDEX
 
 Tensor = torch.Tensor
 Batch = dict[str, Tensor]
@@ -162,7 +162,7 @@ HeatmapEncoder = Callable[..., tuple[Any, Any]]   # gaussian_heatmaps(keypoints,
 
 
 def _render_scene(seed: int, height: int, width: int) -> Any:
-    from .data.scenes import render_scene       # imported late: keeps this module light for workers
+    from .data.scenes import render_scene  # imported late: keeps this module light for workers
     return render_scene(seed, height, width)
 
 
@@ -172,7 +172,7 @@ def _render_pose(seed: int, out_hw: tuple[int, int]) -> Any:
 
 
 def _encode_heatmaps(keypoints: np.ndarray, out_hw: tuple[int, int], stride: int, sigma: float) -> tuple[Any, Any]:
-    from .keypoints import gaussian_heatmaps
+    from ..inference.keypoints import gaussian_heatmaps
     return gaussian_heatmaps(keypoints, out_hw, stride=stride, sigma=sigma)
 
 
@@ -629,7 +629,3 @@ def format_preset_table(rows: Sequence[PresetRow]) -> str:
                           ([r.preset, f"{r.median_s:.3f}", f"{r.speedup:.2f}x",
                             "n/a" if r.peak_mb is None else f"{r.peak_mb:.0f}", f"{r.loss:.4f}"] for r in rows))
 
-
-if __name__ == "__main__":
-    from .cli.train import main
-    sys.exit(main())

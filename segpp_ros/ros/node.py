@@ -1,7 +1,7 @@
 """The segpp node: camera images in, class-ID label images and human keypoints out.
 
 A thin rclpy adapter over the inference core (segpp_ros.inference): parameters come from
-segpp_ros.params, messages from segpp_ros.conversions. Frames go through a keep-latest slot
+segpp_ros.ros.params, messages from segpp_ros.ros.conversions. Frames go through a keep-latest slot
 to one inference thread, so the executor never waits on the network and no stale frame
 is ever queued.
 
@@ -14,30 +14,28 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .rosenv import ensure_ament_prefix
+from .env import ensure_ament_prefix
 
 ensure_ament_prefix()
 
 import numpy as np  # noqa: E402
 import rclpy  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue  # noqa: E402
-from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,  # noqa: E402
-                                SetParametersResult)
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult  # noqa: E402
+from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks  # noqa: E402
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException  # noqa: E402
 from rclpy.executors import ExternalShutdownException  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)  # noqa: E402
-from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks  # noqa: E402
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+from segpp.msg import LabelInfo  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
-from segpp.msg import LabelInfo  # noqa: E402
-
+from ..model.runtime import keep_freed_memory  # noqa: E402
 from .conversions import ImageFormatError, array_to_image, compressed_to_rgb, image_to_rgb, label_encoding  # noqa: E402
 from .params import ALL_SPECS, SPECS_BY_NAME, ParamSpec, merge_from, validate_changes  # noqa: E402
+from .pose_stage import PoseJob, PoseLoadError, PoseOutput  # noqa: E402
 from .realtime import Counters, RateMeter, SlotWorker, Window  # noqa: E402
-from .model.runtime import keep_freed_memory  # noqa: E402
-from .node_pose import PoseJob, PoseLoadError, PoseOutput  # noqa: E402
 
 NODE_NAME = "segpp"
 LOG_EVERY_S = 5.0  # one line per problem kind per this many seconds
@@ -151,8 +149,8 @@ class SegppNode(Node):
     def _load_segmenter(self, merge: Any):
         import torch
 
-        from .inference import Segmenter
-        from .model import CheckpointError
+        from ..inference import Segmenter
+        from ..model import CheckpointError
 
         if self.values["threads"] > 0:
             torch.set_num_threads(self.values["threads"])

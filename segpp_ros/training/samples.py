@@ -1,19 +1,18 @@
-"""Regenerate the bundled sample sequence: held-out synthetic street scenes as JPEGs.
+"""The bundled sample sequence (segpp_ros/samples): held-out synthetic street scenes as JPEGs.
 
-    python -m segpp_ros.samples.make_samples [--out DIR] [--quality Q]
+Regenerate it with ``python -m segpp_ros.cli.samples [--out DIR] [--quality Q]``.
 
 Seeds HELD_OUT_SEED_BASE + 100 + i are past the evaluation scenes of the offline demo and
 never used for training, so the demo shows the model on images it has not seen.
 """
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from . import SAMPLES_DIR
+from .data.scenes import render_scene
+from .train import HELD_OUT_SEED_BASE
 
 COUNT = 12
 HEIGHT, WIDTH = 512, 1024
@@ -23,15 +22,11 @@ SEED_OFFSET = 100  # above the offline demo's held-out scenes
 
 def sample_seed(index: int) -> int:
     """Generator seed of sample frame ``index``."""
-    from ..train import HELD_OUT_SEED_BASE
-
     return HELD_OUT_SEED_BASE + SEED_OFFSET + index
 
 
 def render_frame(index: int) -> np.ndarray:
     """RGB uint8 [HEIGHT, WIDTH, 3] image of sample frame ``index``."""
-    from ..data.scenes import render_scene
-
     return render_scene(sample_seed(index), HEIGHT, WIDTH).image
 
 
@@ -48,20 +43,3 @@ def write_samples(out: Path, count: int = COUNT, quality: int = QUALITY) -> list
             raise OSError(f"could not write {path}")
         paths.append(path)
     return paths
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m segpp_ros.samples.make_samples", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=SAMPLES_DIR, help="folder (default: the package's own)")
-    p.add_argument("--count", type=int, default=COUNT)
-    p.add_argument("--quality", type=int, default=QUALITY, help="JPEG quality")
-    args = p.parse_args(argv)
-    paths = write_samples(args.out, args.count, args.quality)
-    total = sum(path.stat().st_size for path in paths)
-    print(f"{len(paths)} frames {WIDTH}x{HEIGHT} in {args.out}, {total / 1e6:.2f} MB")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

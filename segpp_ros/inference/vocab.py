@@ -1,7 +1,9 @@
-"""Label and keypoint vocabularies shared by the generator, training, metrics and the node."""
+"""Class and keypoint vocabularies: Cityscapes classes and palette, COCO-17 keypoints.
+
+The defaults of models whose checkpoints carry no names (and of the synthetic data)."""
 from __future__ import annotations
 
-# Cityscapes train IDs 0..18 (index == train ID); 255 is "ignore".
+# Cityscapes train IDs 0..18 (index == train ID).
 CITYSCAPES_CLASSES: tuple[str, ...] = (
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
     "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
@@ -13,8 +15,6 @@ CITYSCAPES_PALETTE: tuple[tuple[int, int, int], ...] = (
     (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100),
     (0, 80, 100), (0, 0, 230), (119, 11, 32),
 )
-IGNORE_INDEX = 255
-TRAIN_ID = {name: i for i, name in enumerate(CITYSCAPES_CLASSES)}
 
 # COCO person keypoints, in the model's output order.
 COCO_KEYPOINTS: tuple[str, ...] = (

@@ -1,6 +1,6 @@
 """ROS messages of the pose output: ~/keypoints, ~/keypoint_info and RViz ~/markers.
 
-Pure message building from a PoseResult (segpp_ros.pose); the node only publishes them.
+Pure message building from a PoseResult (segpp_ros.inference.pose); the node only publishes them.
 """
 from __future__ import annotations
 
@@ -9,13 +9,12 @@ from typing import Any, Sequence
 import numpy as np
 from builtin_interfaces.msg import Duration
 from geometry_msgs.msg import Point
+from segpp.msg import Keypoint, KeypointInfo, PersonKeypoints, PersonKeypointsArray
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
-from segpp.msg import Keypoint, KeypointInfo, PersonKeypoints, PersonKeypointsArray
-
-from .drawing import limb_colour
-from .pose import PoseResult
+from ..inference.drawing import limb_colour
+from ..inference.pose import PoseResult
 
 MARKER_NS = "segpp_pose"
 

@@ -1,6 +1,6 @@
 """The pose part of the segpp node: person boxes -> top-down keypoints -> ~/keypoints, ~/markers.
 
-Owned by SegppNode (segpp_ros.node). A pipeline stage of its own: the segmentation thread
+Owned by SegppNode (segpp_ros.ros.node). A pipeline stage of its own: the segmentation thread
 hands each labelled frame over (keep-latest, like the camera input) and goes on with the next
 frame while this stage's thread computes the keypoints, so persons in view do not lower the
 label rate where there are cores (or a GPU) to spare. The parameter checks run on the executor.
@@ -13,15 +13,14 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from segpp.msg import KeypointInfo, PersonKeypointsArray
 from visualization_msgs.msg import MarkerArray
 
-from segpp.msg import KeypointInfo, PersonKeypointsArray
-
-from .drawing import draw_skeletons
+from ..inference.drawing import draw_skeletons
+from ..inference.pose import PoseEstimator, PoseResult, person_boxes, whole_frame_box
+from ..model.merge import MergeConfig
 from .keypoint_msgs import keypoint_info_message, keypoints_message, markers_message
-from .model.merge import MergeConfig
 from .params import merge_from
-from .pose import PoseEstimator, PoseResult, person_boxes, whole_frame_box
 from .realtime import SlotWorker, Window
 
 
@@ -108,7 +107,7 @@ class PoseOutput:
             self.estimator(np.zeros((480, 640, 3), np.uint8), [whole_frame_box(480, 640)])
 
     def check(self, view: Mapping[str, Any]) -> str | None:
-        """Node-specific validation of a parameter view (beyond segpp_ros.params)."""
+        """Node-specific validation of a parameter view (beyond segpp_ros.ros.params)."""
         if view["pose.flip_test"] and self.estimator is not None and not self.estimator.flip_pairs:
             return (f"pose.flip_test needs left/right keypoint pairs and {self.estimator.weights} has none: "
                     "keep it false")

@@ -2,9 +2,9 @@
 
 The pipeline of the node: the segmentation's person pixels give boxes (``person_boxes``; or
 ``whole_frame_box`` without segmentation), each box is cropped to the pose model's input
-(``box_to_affine`` + ``warp_crop`` of ``segpp_ros.data.pose``), all crops go through the network
+(``box_to_affine`` + ``warp_crop`` of ``segpp_ros.inference.crops``), all crops go through the network
 in one batch, and the decoded keypoints are mapped back into image pixels. Image, label and
-crop coordinates all put pixel centres at integers (see ``segpp_ros.data.pose``).
+crop coordinates all put pixel centres at integers (see ``segpp_ros.inference.crops``).
 
 Flip test (``flip_test=True``): the mirrored crops join the same batch; their heatmaps are
 mirrored back and their left/right channels swapped (the checkpoint's flip pairs). A mirrored
@@ -30,14 +30,14 @@ import cv2
 import numpy as np
 import torch
 
-from .data.classes import COCO_FLIP_PAIRS, COCO_KEYPOINTS, COCO_SKELETON
-from .data.pose import box_to_affine, invert_affine, transform_points, warp_crop
-from .inference import load_for_inference
+from ..model import MergeConfig, SegFormerPP
+from ..model.checkpoint import CheckpointError
+from .crops import box_to_affine, invert_affine, transform_points, warp_crop
 from .keypoints import decode_heatmaps
-from .model import MergeConfig, SegFormerPP
-from .model.checkpoint import CheckpointError
+from .loader import load_for_inference
 from .preprocess import to_tensor
 from .timing import timed
+from .vocab import COCO_FLIP_PAIRS, COCO_KEYPOINTS, COCO_SKELETON
 
 __all__ = ["PersonBox", "PersonPose", "PoseResult", "PoseEstimator", "person_boxes", "whole_frame_box",
            "flip_correction", "HEATMAP_STRIDE", "DEFAULT_INPUT_SIZE"]
@@ -54,7 +54,7 @@ class PersonBox:
     """A person found in a frame.
 
     box:         [4] float32 x0, y0, x1, y1 in image px, the extreme pixel centres of the person
-                 (pixel-centre convention of ``segpp_ros.data.pose``).
+                 (pixel-centre convention of ``segpp_ros.inference.crops``).
     score:       1.0 for the whole frame; for segmentation boxes the fraction of the box covered
                  by person pixels.
     instance_id: index of this (merged) connected component in the frame's list, largest first
@@ -192,7 +192,7 @@ class PoseEstimator:
 
     input_size: (h, w) of the crops; None takes the checkpoint's ``input_size`` metadata, else
     (256, 192). padding: box enlargement of the crop (as in training). refine: heatmap decoding
-    ('dark', 'quarter' or 'none', see ``segpp_ros.keypoints.decode_heatmaps``).
+    ('dark', 'quarter' or 'none', see ``segpp_ros.inference.keypoints.decode_heatmaps``).
     """
 
     def __init__(self, weights: str | os.PathLike | None = None, device: str = "auto", precision: str = "fp32",

@@ -1,1 +1,0 @@
-"""Deterministic synthetic data: street scenes with labels, persons with COCO-17 keypoints."""
