@@ -65,3 +65,38 @@ def test_offline_writes_pngs_and_reports(tmp_path, capsys) -> None:
     assert names == [f"scene00{i}_{k}.png" for i in range(2) for k in ("color", "label", "overlay")]
     text = capsys.readouterr().out
     assert "mIoU over all frames" in text and "frames/s" in text
+
+
+@pytest.mark.parametrize("classes,size,out", [(19, (36, 64), (270, 480)), (150, (30, 40), (240, 320)),
+                                             (3, (10, 10), (33, 47))])
+def test_banded_argmax_equals_the_all_at_once_argmax(classes, size, out) -> None:
+    from segpp_ros.inference.labels import upsampled_argmax
+
+    logits = torch.randn(1, classes, *size)
+    logits[:, 1] = logits[:, 0]                    # exact ties: the lower class must win
+    logits[:, -1] = logits[:, 0]
+    want = F.interpolate(logits, size=out, mode="bilinear", align_corners=False).max(1).indices[0]
+    for budget in (1, 4 * out[0] * out[1] * 2, 4 * out[0] * out[1] * 5, 2**40):
+        assert torch.equal(upsampled_argmax(logits, out, budget), want), budget
+
+
+def test_banded_argmax_memory_does_not_grow_with_classes() -> None:
+    """Peak memory of the label step for 19 and 150 classes at 720x1280: bounded by the budget."""
+    from segpp_ros.inference.labels import upsampled_argmax
+    from segpp_ros.inference.timing import peak_memory_mb
+
+    out = (720, 1280)
+    plane_mb = 4 * out[0] * out[1] / 2**20                  # one float32 class map: 3.5 MB
+    budget = int(8 * plane_mb * 2**20)
+    peaks = {}
+    for classes in (19, 150):
+        logits = torch.randn(1, classes, 45, 80)
+        peaks[classes] = peak_memory_mb(lambda: upsampled_argmax(logits, out, budget), torch.device("cpu"))
+    if None in peaks.values():
+        pytest.skip("the profiler reports no allocations on this build")
+    # the budget's maps, plus the running max, its index (int64) and the comparison masks
+    bound = budget / 2**20 + 8 * plane_mb
+    assert peaks[150] <= bound and peaks[19] <= bound, (peaks, bound)
+    all_at_once = peak_memory_mb(lambda: F.interpolate(torch.randn(1, 150, 45, 80), size=out, mode="bilinear",
+                                                       align_corners=False).max(1), torch.device("cpu"))
+    assert all_at_once > 4 * bound                          # what the bands avoid: 150 maps of 3.5 MB

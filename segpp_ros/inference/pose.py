@@ -75,12 +75,49 @@ def whole_frame_box(height: int, width: int) -> PersonBox:
     return PersonBox(np.array([0, 0, width - 1, height - 1], np.float32), 1.0, -1, int(height) * int(width))
 
 
-def _box_gap(a: np.ndarray, b: np.ndarray, sx: float, sy: float) -> float:
-    """Empty pixels between two boxes of label px [x0, y0, x1, y1] (inclusive pixel indices), in
-    image px: the larger of the column and row gaps, 0 when they overlap or touch."""
-    gx = max(b[0] - a[2], a[0] - b[2]) - 1
-    gy = max(b[1] - a[3], a[1] - b[3]) - 1
-    return max(gx * sx, gy * sy, 0.0)
+def _merge_close_boxes(boxes: np.ndarray, areas: np.ndarray, gap: float, sx: float,
+                       sy: float) -> tuple[np.ndarray, np.ndarray]:
+    """Merge boxes [n, 4] (inclusive label px x0, y0, x1, y1) whose gap is at most ``gap`` image
+    px, and the merged boxes again, until no two are that close; areas [n] are summed.
+
+    The gap of two boxes is the larger of their empty column and row counts (scaled to image px),
+    0 when they overlap or touch. Merging only grows boxes, so the final grouping does not depend
+    on the order of the merges. Each round finds every close pair at once ([n, n] arrays) and
+    merges the connected groups, so n components cost a few vectorised rounds, not n^3 steps.
+    Groups keep the position of their first member.
+    """
+    while len(boxes) > 1:
+        gx = np.maximum(boxes[None, :, 0] - boxes[:, None, 2], boxes[:, None, 0] - boxes[None, :, 2]) - 1
+        gy = np.maximum(boxes[None, :, 1] - boxes[:, None, 3], boxes[:, None, 1] - boxes[None, :, 3]) - 1
+        close = np.maximum(np.maximum(gx * sx, gy * sy), 0.0) <= gap
+        np.fill_diagonal(close, False)
+        if not close.any():
+            break
+        # connected groups of the "close" graph: each node takes the smallest label among its
+        # neighbours, then follows its label's label (pointer jumping), until nothing changes
+        label = np.arange(len(boxes))
+        while True:
+            spread = np.minimum(label, np.where(close, label[None, :], len(boxes)).min(axis=1))
+            spread = spread[spread]
+            if np.array_equal(spread, label):
+                break
+            label = spread
+        groups, first = np.unique(label, return_index=True)
+        order = np.argsort(first)                                   # by first member
+        slot = np.empty(len(boxes), np.int64)
+        slot[groups[order]] = np.arange(len(groups))
+        slot = slot[label]
+        merged = np.empty((len(groups), 4), np.int64)
+        merged[:, :2] = np.iinfo(np.int64).max
+        merged[:, 2:] = np.iinfo(np.int64).min
+        np.minimum.at(merged[:, 0], slot, boxes[:, 0])
+        np.minimum.at(merged[:, 1], slot, boxes[:, 1])
+        np.maximum.at(merged[:, 2], slot, boxes[:, 2])
+        np.maximum.at(merged[:, 3], slot, boxes[:, 3])
+        summed = np.zeros(len(groups), np.int64)
+        np.add.at(summed, slot, areas)
+        boxes, areas = merged, summed
+    return boxes, areas
 
 
 def person_boxes(labels: np.ndarray, person_ids: Sequence[int] = (11,), min_area: int = 400,
@@ -115,32 +152,21 @@ def person_boxes(labels: np.ndarray, person_ids: Sequence[int] = (11,), min_area
     if not mask.any():
         return []
     count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    # [x0, y0, x1, y1] inclusive label px, and pixel counts; component 0 is the background
-    kept = [s for s in stats[1:count] if s[cv2.CC_STAT_AREA] * sx * sy >= min_area]
-    boxes = [np.array([s[cv2.CC_STAT_LEFT], s[cv2.CC_STAT_TOP], s[cv2.CC_STAT_LEFT] + s[cv2.CC_STAT_WIDTH] - 1,
-                       s[cv2.CC_STAT_TOP] + s[cv2.CC_STAT_HEIGHT] - 1], np.int64) for s in kept]
-    areas = [int(s[cv2.CC_STAT_AREA]) for s in kept]
+    stats = stats[1:count]                                          # component 0 is the background
+    stats = stats[stats[:, cv2.CC_STAT_AREA] * sx * sy >= min_area]
+    # [x0, y0, x1, y1] inclusive label px, and pixel counts
+    left, top = stats[:, cv2.CC_STAT_LEFT].astype(np.int64), stats[:, cv2.CC_STAT_TOP].astype(np.int64)
+    boxes = np.stack([left, top, left + stats[:, cv2.CC_STAT_WIDTH] - 1, top + stats[:, cv2.CC_STAT_HEIGHT] - 1],
+                     axis=1)
+    areas = stats[:, cv2.CC_STAT_AREA].astype(np.int64)
     if merge_gap >= 0:
-        merged = True
-        while merged:
-            merged = False
-            for i in range(len(boxes)):
-                for j in range(i + 1, len(boxes)):
-                    if _box_gap(boxes[i], boxes[j], sx, sy) <= merge_gap:
-                        boxes[i] = np.concatenate([np.minimum(boxes[i][:2], boxes[j][:2]),
-                                                   np.maximum(boxes[i][2:], boxes[j][2:])])
-                        areas[i] += areas.pop(j)
-                        boxes.pop(j)
-                        merged = True
-                        break
-                if merged:
-                    break
+        boxes, areas = _merge_close_boxes(boxes, areas, merge_gap, sx, sy)
     found = []
     for box, area in zip(boxes, areas):
         box_area = float((box[2] - box[0] + 1) * (box[3] - box[1] + 1))
         img_box = np.array([(box[0] + 0.5) * sx - 0.5, (box[1] + 0.5) * sy - 0.5,
                             (box[2] + 0.5) * sx - 0.5, (box[3] + 0.5) * sy - 0.5], np.float32)
-        found.append(PersonBox(img_box, area / box_area, 0, round(area * sx * sy)))
+        found.append(PersonBox(img_box, float(area) / box_area, 0, round(int(area) * sx * sy)))
     # largest first; ties by position (top, then left) so the order is deterministic
     found.sort(key=lambda p: (-p.area, float(p.box[1]), float(p.box[0])))
     for i, p in enumerate(found):

@@ -19,6 +19,10 @@ from .layout import grid_to_tokens, tokens_to_grid
 from .spec import NUM_STAGES
 
 Tensor = torch.Tensor
+# index tables kept per (grid, cell, device): one forward pass needs up to 8 (4 stages, q and kv);
+# a camera switching between a few sizes and presets needs a few dozen. Bounded, because a stream
+# of ever-new sizes must not grow memory (a 1080p stage-1 table is about 1 MB)
+INDEX_CACHE_SIZE = 32
 
 
 @dataclass(frozen=True)
@@ -128,7 +132,7 @@ def no_merge(x: Tensor, h: int, w: int, setting: TokenMerge) -> Merge:
     return NO_MERGE
 
 
-@functools.lru_cache(maxsize=128)
+@functools.lru_cache(maxsize=INDEX_CACHE_SIZE)
 def _bipartite_partition(h: int, w: int, sy: int, sx: int, device: torch.device) -> tuple[Tensor, Tensor]:
     """Flat indices (row-major) of sources and destinations of an h x w grid.
 
@@ -204,7 +208,7 @@ def bipartite_soft_matching_2d(x: Tensor, h: int, w: int, setting: TokenMerge) -
     return Merge(_grouped_mean(slot, n_kept + n_dst), _gather_slots(slot))
 
 
-@functools.lru_cache(maxsize=128)
+@functools.lru_cache(maxsize=INDEX_CACHE_SIZE)
 def _cell_slots(h: int, w: int, sy: int, sx: int, device: torch.device) -> Tensor:
     """[h * w] index of the sy x sx cell (row-major over the ceil-sized cell grid) of each token."""
     with torch.inference_mode(False):     # cached: must stay usable by code that records gradients
