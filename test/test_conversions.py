@@ -210,3 +210,182 @@ def test_matches_cv_bridge(encoding: str) -> None:
         msg = rgb_to_image(_random_rgb(), _header(), encoding, pad=pad)
         expected = cv_bridge.CvBridge().imgmsg_to_cv2(msg, "rgb8")
         np.testing.assert_array_equal(image_to_rgb(msg), expected)
+
+
+# -- untrusted sizes -------------------------------------------------------------------------------
+def test_huge_raw_images_are_refused_from_the_header_before_the_data_is_checked() -> None:
+    msg = _raw(height=8192, width=8192, nbytes=10)      # the header alone claims 192 MB
+    with pytest.raises(ImageFormatError) as err:
+        image_to_rgb(msg, max_pixels=4096 * 4096)
+    assert err.value.kind == "too_large" and "8192x8192" in str(err.value) and "max_input_pixels" in str(err.value)
+    image_to_rgb(_raw(height=4, width=6), max_pixels=24)   # exactly at the limit is fine
+
+
+def test_images_below_the_network_minimum_are_refused() -> None:
+    for height, width in ((16, 16), (31, 640), (480, 20)):
+        with pytest.raises(ImageFormatError) as err:
+            image_to_rgb(_raw(height=height, width=width), min_side=32)
+        assert err.value.kind == "too_small" and "at least 32 px" in str(err.value)
+    assert image_to_rgb(_raw(height=32, width=32), min_side=32).shape == (32, 32, 3)
+    png = rgb_to_compressed(_random_rgb(20, 40), _header(), "png")
+    with pytest.raises(ImageFormatError) as err:
+        compressed_to_rgb(png, min_side=32)
+    assert err.value.kind == "too_small"
+
+
+def test_compressed_dimensions_from_png_and_jpeg_headers() -> None:
+    from segpp_ros.ros.conversions import compressed_dimensions
+
+    rgb = _random_rgb(37, 53)
+    for fmt in ("png", "jpeg"):
+        data = bytes(rgb_to_compressed(rgb, _header(), fmt).data)
+        assert compressed_dimensions(data) == (53, 37), fmt
+        assert compressed_dimensions(data[:10]) is None, fmt       # cut short: unknown, not wrong
+    ok, progressive = cv2.imencode(".jpg", rgb, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+    assert ok and compressed_dimensions(progressive.tobytes()) == (53, 37)
+    ok, bmp = cv2.imencode(".bmp", rgb)
+    assert compressed_dimensions(bmp.tobytes()) is None            # not parsed: OpenCV's limit applies
+    assert compressed_dimensions(b"") is None and compressed_dimensions(b"\xff\xd8\xff\xd9") is None
+
+
+def test_a_png_bomb_is_refused_without_decoding(monkeypatch) -> None:
+    from .images import png_of_zeros
+
+    decoded = []
+    monkeypatch.setattr(cv2, "imdecode", lambda *a: decoded.append(a) or None)
+    bomb = CompressedImage(format="png", data=png_of_zeros(16384, 16384))
+    assert len(bomb.data) < 300_000
+    with pytest.raises(ImageFormatError) as err:
+        compressed_to_rgb(bomb, max_pixels=4096 * 4096)
+    assert err.value.kind == "too_large" and "16384x16384" in str(err.value)
+    assert decoded == []
+
+
+def test_decoding_bombs_stays_within_memory_in_a_fresh_process() -> None:
+    """Peak memory of a process that receives a PNG bomb and a BMP declaring 20000x20000: OpenCV's
+    pixel limit is set when the conversions module is imported, before OpenCV."""
+    import subprocess
+
+    code = (
+        "import resource, sys\n"
+        "sys.path.insert(0, 'test')\n"
+        "from images import png_of_zeros, bmp_header_only\n"
+        "from segpp_ros.ros.conversions import ImageFormatError, compressed_to_rgb\n"
+        "import cv2, numpy as np\n"
+        "from sensor_msgs.msg import CompressedImage\n"
+        "bombs = [png_of_zeros(16384, 16384), bmp_header_only(20000, 20000)]\n"
+        "np.zeros(1)\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "kinds = []\n"
+        "for data in bombs:\n"
+        "    try:\n"
+        "        compressed_to_rgb(CompressedImage(format='x', data=data), max_pixels=4096 * 4096)\n"
+        "        kinds.append('decoded')\n"
+        "    except ImageFormatError as err:\n"
+        "        kinds.append(err.kind)\n"
+        "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print(kinds, (after - before) // 1024)\n")
+    root = __import__("pathlib").Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    kinds, grown_mb = out.stdout.strip().rsplit(" ", 1)
+    assert kinds == "['too_large', 'compressed']", out.stdout    # the BMP: OpenCV refuses to decode it
+    assert int(grown_mb) < 50, f"peak memory grew by {grown_mb} MB"
+
+
+# -- fuzzing ----------------------------------------------------------------------------------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+MAX_PIXELS = 256 * 256
+SIZES = st.one_of(st.integers(0, 48), st.integers(0, 2**32 - 1))
+ENCODINGS = st.one_of(st.sampled_from(SUPPORTED_ENCODINGS + ("yuv422", "RGB8", "bayer_rggb8", "")),
+                      st.text(max_size=12))
+
+
+def _inside(out: np.ndarray, buffer: bytes | array.array) -> bool:
+    """Every byte the view can read lies in ``buffer`` (or the view owns its memory)."""
+    if out.base is None or not np.shares_memory(out, np.frombuffer(buffer, np.uint8)):
+        return True
+    from numpy.lib.array_utils import byte_bounds
+
+    lo, hi = byte_bounds(out)
+    base_lo, base_hi = byte_bounds(np.frombuffer(buffer, np.uint8))
+    return base_lo <= lo and hi <= base_hi
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(encoding=ENCODINGS, height=SIZES, width=SIZES, step=SIZES, bigendian=st.integers(0, 1),
+       slack=st.integers(-8, 8), data=st.data())
+def test_fuzz_image_to_rgb(encoding, height, width, step, bigendian, slack, data) -> None:
+    """Any header and any data length: a valid RGB array read inside the buffer, or ImageFormatError."""
+    bpp = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1, "mono16": 2}.get(encoding, 1)
+    if data.draw(st.booleans(), label="plausible step") and width * bpp < 2**32:
+        step = width * bpp + data.draw(st.integers(0, 7), label="pad")
+    needed = step * max(height - 1, 0) + width * bpp
+    nbytes = max(0, min(needed + slack, 200_000)) if needed < 200_000 else data.draw(st.integers(0, 4096))
+    msg = Image(height=height, width=width, encoding=encoding, step=min(step, 2**32 - 1), is_bigendian=bigendian)
+    msg.data.frombytes(bytes(data.draw(st.binary(min_size=nbytes, max_size=nbytes), label="bytes")))
+    try:
+        out = image_to_rgb(msg, max_pixels=MAX_PIXELS)
+    except ImageFormatError:
+        return
+    assert out.shape == (height, width, 3) and out.dtype == np.uint8
+    assert height * width <= MAX_PIXELS
+    assert _inside(out, msg.data)
+    out.sum()  # every pixel readable
+
+
+def _seed_images() -> list[bytes]:
+    rgb = _smooth_rgb(40, 48)
+    seeds = [bytes(rgb_to_compressed(rgb, _header(), fmt).data) for fmt in ("png", "jpeg")]
+    ok, png16 = cv2.imencode(".png", (rgb.astype(np.uint16) * 257)[..., ::-1].copy())
+    seeds.append(png16.tobytes())
+    ok, progressive = cv2.imencode(".jpg", rgb, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+    seeds.append(progressive.tobytes())
+    return seeds
+
+
+SEEDS = _seed_images()
+
+
+@st.composite
+def hostile_compressed(draw) -> bytes:
+    seed = draw(st.sampled_from(SEEDS))
+    kind = draw(st.sampled_from(["random", "truncated", "bitflip", "bomb", "seed"]))
+    if kind == "random":
+        return draw(st.binary(max_size=2048))
+    if kind == "truncated":
+        return seed[:draw(st.integers(0, len(seed)))]
+    if kind == "bitflip":
+        out = bytearray(seed)
+        for _ in range(draw(st.integers(1, 8))):
+            i = draw(st.integers(0, len(out) - 1))
+            out[i] ^= 1 << draw(st.integers(0, 7))
+        return bytes(out)
+    if kind == "bomb":
+        from .images import png_of_zeros
+
+        w, h = draw(st.sampled_from([(300, 300), (1, 70000), (70000, 1), (4096, 4096)]))
+        return png_of_zeros(w, h, draw(st.sampled_from([0, 2])))
+    return seed
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(payload=hostile_compressed())
+def test_fuzz_compressed_to_rgb(payload: bytes) -> None:
+    """Random, truncated, bit-flipped and oversized PNG/JPEG: an RGB array within max_pixels, or
+    ImageFormatError; a header declaring more than max_pixels is never decoded."""
+    from segpp_ros.ros.conversions import compressed_dimensions
+
+    msg = CompressedImage(format="fuzz", data=payload)
+    declared = compressed_dimensions(payload)
+    try:
+        out = compressed_to_rgb(msg, max_pixels=MAX_PIXELS)
+    except ImageFormatError as err:
+        if declared is not None and declared[0] * declared[1] > MAX_PIXELS:
+            assert err.kind == "too_large"
+        return
+    assert declared is None or declared[0] * declared[1] <= MAX_PIXELS
+    assert out.ndim == 3 and out.shape[2] == 3 and out.dtype == np.uint8
+    assert out.shape[0] * out.shape[1] <= MAX_PIXELS

@@ -8,17 +8,27 @@ so padded images stay zero-copy too. Views keep ``msg.data`` alive; copy the res
 message buffer may be reused. bgr8/bgra8 are copied (by OpenCV, imported lazily): a reversed
 channel view would need a negative stride, which ``torch.as_tensor`` rejects.
 
+Untrusted sizes. Width and height come from the sender: a 261 KB PNG can declare 16384x16384
+pixels. Both converters refuse images with more than ``max_pixels`` pixels before anything of
+their size is allocated (for PNG and JPEG from the header, before decoding; other compressed
+formats are bounded by OpenCV's own limit, OPENCV_IO_MAX_IMAGE_PIXELS, which
+``limit_decoder_pixels`` sets before OpenCV is imported) and images with a side under
+``min_side`` (the network's smallest input is 32 px).
+
 Outgoing images cost exactly one copy: the array's bytes are appended into the message's own
 ``array('B')``. Assigning ``msg.data = ...`` instead makes the generated setter build a second
 copy (or, with ROS_PYTHON_CHECK_FIELDS=1, check every byte in Python).
 """
 from __future__ import annotations
 
+import struct
 import sys
 
 import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
+
+from .env import limit_decoder_pixels
 
 SUPPORTED_ENCODINGS: tuple[str, ...] = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16")
 
@@ -30,9 +40,12 @@ _LAYOUT: dict[str, tuple[np.dtype, int]] = {
 }
 
 
+limit_decoder_pixels()  # before anything here imports OpenCV
+
+
 class ImageFormatError(ValueError):
     """An image message that cannot be converted; ``kind`` is a short diagnostics counter key:
-    one of "encoding", "step", "size", "empty", "compressed"."""
+    one of "encoding", "step", "size", "empty", "compressed", "too_small", "too_large"."""
 
     def __init__(self, message: str, kind: str) -> None:
         super().__init__(message)
@@ -44,13 +57,27 @@ def _bytes_per_pixel(encoding: str) -> int:
     return dtype.itemsize * channels
 
 
-def image_to_rgb(msg: Image) -> np.ndarray:
+def check_dimensions(width: int, height: int, min_side: int = 1, max_pixels: int | None = None,
+                     what: str = "image") -> None:
+    """Raise ImageFormatError ("too_large" / "too_small") for a size the node must not process."""
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageFormatError(
+            f"{what} is {width}x{height} = {width * height:,} pixels, more than max_input_pixels = {max_pixels:,}; "
+            "send smaller images, or raise max_input_pixels if this size is intended", "too_large")
+    if min(width, height) < min_side:
+        raise ImageFormatError(
+            f"{what} is {width}x{height}: both sides must be at least {min_side} px (the network's smallest "
+            "input); send larger images", "too_small")
+
+
+def image_to_rgb(msg: Image, min_side: int = 1, max_pixels: int | None = None) -> np.ndarray:
     """sensor_msgs/Image -> RGB uint8 [H, W, 3], a view over ``msg.data`` where possible.
 
     rgb8/rgba8 views are writable when ``msg.data`` is; mono8/mono16 results are read-only
     broadcasts (channel stride 0); bgr8/bgra8 results are new contiguous arrays.
-    Raises ImageFormatError for an unsupported encoding, an empty image, a step smaller than a
-    row, or a data buffer shorter than the header promises.
+    Raises ImageFormatError for an unsupported encoding, an empty image, more than
+    ``max_pixels`` pixels or a side under ``min_side`` (checked on the header, before any
+    conversion), a step smaller than a row, or a data buffer shorter than the header promises.
     """
     enc, h, w, step = msg.encoding, msg.height, msg.width, msg.step
     if enc not in _LAYOUT:
@@ -62,6 +89,7 @@ def image_to_rgb(msg: Image) -> np.ndarray:
     if h == 0 or w == 0:
         raise ImageFormatError(f"image is empty ({w}x{h}); the publisher sent width={w}, "
                                f"height={h}", "empty")
+    check_dimensions(w, h, min_side, max_pixels)
     bpp = _bytes_per_pixel(enc)
     if step < w * bpp:
         raise ImageFormatError(
@@ -91,18 +119,61 @@ def image_to_rgb(msg: Image) -> np.ndarray:
     return np.broadcast_to(gray, (h, w, 3))
 
 
-def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# JPEG start-of-frame markers (baseline, progressive, lossless, ...): not DHT (C4), JPG (C8), DAC (CC)
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def compressed_dimensions(data: bytes | memoryview) -> tuple[int, int] | None:
+    """(width, height) a PNG or JPEG declares in its header, read without decoding; None for other
+    formats or a header that is cut short or malformed."""
+    buf = memoryview(data).cast("B")
+    if bytes(buf[:8]) == _PNG_SIGNATURE:
+        if len(buf) >= 24 and bytes(buf[12:16]) == b"IHDR":
+            return struct.unpack(">II", buf[16:24])
+        return None
+    if bytes(buf[:2]) != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 4 <= len(buf):
+        if buf[i] != 0xFF:
+            return None
+        marker = buf[i + 1]
+        if marker == 0xFF:                      # fill byte
+            i += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
+            i += 2
+            continue
+        if marker in (0xD9, 0xDA):              # end of image, start of scan: no frame header before it
+            return None
+        length = (buf[i + 2] << 8) | buf[i + 3]
+        if marker in _JPEG_SOF:
+            if length < 7 or i + 9 > len(buf):
+                return None
+            height = (buf[i + 5] << 8) | buf[i + 6]
+            width = (buf[i + 7] << 8) | buf[i + 8]
+            return width, height
+        i += 2 + length
+    return None
+
+
+def compressed_to_rgb(msg: CompressedImage, min_side: int = 1, max_pixels: int | None = None) -> np.ndarray:
     """sensor_msgs/CompressedImage -> RGB uint8 [H, W, 3] (a new array).
 
     ``msg.format`` ("jpeg", "png", "rgb8; jpeg compressed bgr8", ...) is informational only:
-    OpenCV detects the codec from the bytes.
+    OpenCV detects the codec from the bytes. A PNG or JPEG larger than ``max_pixels`` is
+    refused from its header, before decoding; any image is checked again once decoded.
     """
-    import cv2  # lazy: rgb8/mono consumers never import OpenCV
-
     n = len(msg.data)
     if n == 0:
         raise ImageFormatError(f"compressed image is empty (format '{msg.format}', 0 bytes); "
                                f"the publisher sent no data", "compressed")
+    declared = compressed_dimensions(msg.data)
+    if declared is not None:
+        check_dimensions(*declared, min_side, max_pixels, what=f"compressed image (format '{msg.format}')")
+    import cv2  # lazy: rgb8/mono consumers never import OpenCV
+
     try:
         bgr = cv2.imdecode(np.frombuffer(msg.data, np.uint8), cv2.IMREAD_COLOR)
     except cv2.error:
@@ -110,6 +181,8 @@ def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
     if bgr is None or bgr.size == 0:
         raise ImageFormatError(f"corrupt compressed image (format '{msg.format}', {n} bytes): "
                                f"OpenCV could not decode it", "compressed")
+    check_dimensions(bgr.shape[1], bgr.shape[0], min_side, max_pixels,
+                     what=f"compressed image (format '{msg.format}')")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 

@@ -1,8 +1,9 @@
-"""Process environment for ROS 2 from PyPI wheels (no rclpy import here: set up before rclpy).
+"""Process environment, set up before rclpy and OpenCV are imported (neither is imported here).
 
-The wheels install a ROS prefix into the Python environment itself; the ament index there
-is found only when AMENT_PREFIX_PATH names it. A ROS install's setup.bash does that; a venv
-has no such step, so the node and tools add the environment's prefix themselves.
+The PyPI wheels of ROS 2 install a ROS prefix into the Python environment itself; the ament
+index there is found only when AMENT_PREFIX_PATH names it. A ROS install's setup.bash does
+that; a venv has no such step, so the node and tools add the environment's prefix themselves.
+OpenCV's decoders get a pixel limit the same way, through the environment, before import.
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import sys
 from pathlib import Path
 
 PACKAGE = "segpp"
+# the most pixels an image may have anywhere in the node (max_input_pixels is at most this)
+DECODER_PIXEL_LIMIT = 8192 * 8192
 
 
 def _has_package(prefix: str | os.PathLike) -> bool:
@@ -23,6 +26,13 @@ def ensure_ament_prefix() -> None:
     if any(_has_package(p) for p in current) or not _has_package(sys.prefix):
         return
     os.environ["AMENT_PREFIX_PATH"] = os.pathsep.join([sys.prefix, *current])
+
+
+def limit_decoder_pixels(limit: int = DECODER_PIXEL_LIMIT) -> None:
+    """Cap OpenCV's image decoders at ``limit`` pixels: a small compressed message must not make
+    them allocate gigabytes. OpenCV reads the variable when it is imported, so call this first;
+    a value already set in the environment wins."""
+    os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(int(limit)))
 
 
 def is_isolated_network() -> bool:
