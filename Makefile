@@ -16,12 +16,19 @@ COLCON = env AMENT_PREFIX_PATH=$(VENV_ABS) CMAKE_PREFIX_PATH=$(VENV_ABS) PATH=$(
 	--install-base $(VENV) --merge-install --event-handlers console_direct- \
 	--cmake-args -DPython3_EXECUTABLE=$(VENV_ABS)/bin/python3 -DSEGPP_INSTALL_PYTHON_PACKAGE=OFF
 
+# The ROS 2 command line and launch system (ros2 launch/run/param/topic/lifecycle, launch_ros) are
+# not on PyPI; the workplace's shared folder carries them, built from upstream, with an installer.
+# Without it everything else works and the tests that need `ros2` skip, saying why.
+ROS2_TOOLS ?= $(firstword $(wildcard ../shared/ros2-tools /work/shared/ros2-tools))
+
 $(STAMP): requirements/base.txt requirements/ros.txt requirements/test.txt setup.py package.xml CMakeLists.txt \
 		msg/*.msg launch/* config/* scripts/*
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements/test.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e .
 	$(COLCON)
+	if [ -n "$(ROS2_TOOLS)" ]; then $(ROS2_TOOLS)/install.sh $(VENV); \
+	else echo "make venv: no ros2-tools folder (../shared/ros2-tools): no ros2 command, its tests will skip"; fi
 	touch $(STAMP)
 
 venv: $(STAMP)

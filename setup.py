@@ -22,8 +22,9 @@ setup(
             "segpp-offline = segpp_ros.cli.offline:main",
             "segpp-camera = segpp_ros.cli.camera:main",
             "segpp-sink = segpp_ros.cli.sink:main",
-            "segpp-node = segpp_ros.ros.node:main",
+            "segpp-node = segpp_ros.cli.node:main",
             "segpp-params = segpp_ros.cli.params:main",
+            "segpp-soak = segpp_ros.cli.soak:main",
         ],
     },
 )

@@ -5,18 +5,23 @@
     ros2 launch segpp segpp.launch.py params_file:=/path/my_segpp.yaml namespace:=front
 
 Launch arguments left empty keep the value of the params file (config/segpp.yaml by default).
+With respawn:=true (the default) a node process that dies (a crash, a kill) is started again
+after respawn_delay seconds; one that refuses to start (exit code 78: a bad parameter or weights
+file, which a restart cannot fix) or exits cleanly is not.
 """
 import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction, RegisterEventHandler, TimerAction
+from launch.event_handlers import OnProcessExit
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 PACKAGE = "segpp"
 EXECUTABLE = "segpp_node"
 NODE_NAME = "segpp"
+EXIT_REFUSED = 78  # the node's exit code when it refuses to start (sysexits' EX_CONFIG)
 # launch arguments that override a node parameter of the same name when given
 PARAMETER_ARGUMENTS = {
     "weights": "segmentation weights file (empty: the params file's, by default the embedded model)",
@@ -31,7 +36,7 @@ def _node(context, *args, **kwargs):
         value = LaunchConfiguration(name).perform(context)
         if value:
             overrides[name] = value
-    return [Node(
+    node = Node(
         package=PACKAGE,
         executable=EXECUTABLE,
         name=NODE_NAME,
@@ -41,7 +46,20 @@ def _node(context, *args, **kwargs):
                     ("image/compressed", [LaunchConfiguration("image"), "/compressed"])],
         output="screen",
         emulate_tty=True,
-    )]
+    )
+    if LaunchConfiguration("respawn").perform(context).lower() not in ("true", "1", "yes"):
+        return [node]
+    delay = float(LaunchConfiguration("respawn_delay").perform(context))
+
+    def respawn(event, launch_context):
+        # launch's own respawn restarts whatever the exit code; a refusal to start would loop
+        if launch_context.is_shutdown or event.returncode in (0, EXIT_REFUSED):
+            return None
+        return [LogInfo(msg=f"segpp: the node exited with code {event.returncode}; starting it again in "
+                            f"{delay:g} s (respawn:=false turns this off)"),
+                TimerAction(period=delay, actions=[OpaqueFunction(function=_node)])]
+
+    return [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=respawn))]
 
 
 def generate_launch_description():
@@ -50,6 +68,10 @@ def generate_launch_description():
         DeclareLaunchArgument("image", default_value="image", description="input image topic (base name)"),
         DeclareLaunchArgument("params_file", default_value=default_params, description="node parameters file"),
         DeclareLaunchArgument("namespace", default_value="", description="namespace of the node and its outputs"),
+        DeclareLaunchArgument("respawn", default_value="true",
+                              description="start the node again when its process dies (not when it refuses to "
+                                          "start or exits cleanly)"),
+        DeclareLaunchArgument("respawn_delay", default_value="2.0", description="seconds before a respawn"),
     ]
     arguments += [DeclareLaunchArgument(name, default_value="", description=text)
                   for name, text in PARAMETER_ARGUMENTS.items()]

@@ -12,10 +12,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import pytest
 
 from segpp_ros.ros.env import is_isolated_network
-from segpp_ros.ros.graph import NodeProcess, Probe, diagnostics_values  # noqa: F401 -- re-exported for tests
+from segpp_ros.ros.graph import NodeProcess, Probe, diagnostics_status, diagnostics_values  # noqa: F401 -- re-exported
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -44,7 +45,7 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, node: Node
 
 
 def refused_start(log_dir: Path, params: dict[str, Any], name: str) -> str:
-    """Start a node that must refuse to start; assert it exits with code 1 and no traceback
+    """Start a node that must refuse to start; assert it exits with code 78 (EX_CONFIG) and no traceback
     within two minutes, and return its log."""
     node = NodeProcess(log_dir, params, {}, name=name)
     try:
@@ -52,7 +53,9 @@ def refused_start(log_dir: Path, params: dict[str, Any], name: str) -> str:
     finally:
         node.stop()
     log = node.output()
-    assert node.proc.returncode == 1 and "Traceback" not in log, log[-2000:]
+    from segpp_ros.ros.node import EXIT_REFUSED
+
+    assert node.proc.returncode == EXIT_REFUSED == 78 and "Traceback" not in log, log[-2000:]
     return log
 
 
@@ -63,7 +66,7 @@ def run_python(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
 _frame_counter = [0]
 
 
-def make_frame(probe: Probe, image: "np.ndarray", as_encoding: str = "rgb8", **overrides):
+def make_frame(probe: Probe, image: np.ndarray, as_encoding: str = "rgb8", **overrides):
     """An Image with a fresh stamp and a unique frame_id, so its answer can be found."""
     from std_msgs.msg import Header
 
@@ -78,21 +81,41 @@ def make_frame(probe: Probe, image: "np.ndarray", as_encoding: str = "rgb8", **o
 
 
 def answer(probe: Probe, topic: str, msg) -> object | None:
+    """The output on ``topic`` for exactly the request ``msg`` (frame_id and stamp)."""
     for out in probe.messages(topic):
-        if out.header.frame_id == msg.header.frame_id:
+        if out.header.frame_id == msg.header.frame_id and out.header.stamp == msg.header.stamp:
             return out
     return None
 
 
 def roundtrip(graph, msg, topic: str = "/segpp/label", timeout: float = 60.0):
-    """Publish msg (re-publishing while unanswered: best-effort may drop) and return the answer."""
+    """Publish msg (re-publishing while unanswered: best-effort may drop) and return the answer.
+
+    Every send is a request of its own: a fresh stamp and its own frame_id (``<frame_id>#<n>``).
+    The answer must match one of them exactly; ``msg.header`` is then set to the request that
+    was answered, so callers compare it (and look up its other outputs) without a race against
+    a later re-send."""
     node, probe = graph
+    base = msg.header.frame_id
+    sent: dict[str, object] = {}
 
     def publish() -> None:
+        msg.header.frame_id = f"{base}#{len(sent)}"
         msg.header.stamp = probe.now_msg()  # a re-sent frame is a new frame, not a stale one
+        sent[msg.header.frame_id] = msg.header.stamp
         probe.camera.publish(msg)
-    return wait_for(lambda: answer(probe, topic, msg), timeout, f"an answer on {topic}", node,
-                    every=publish, period=0.5)
+
+    def answered():
+        for out in probe.messages(topic):
+            stamp = sent.get(out.header.frame_id)
+            if stamp is not None and out.header.stamp == stamp:
+                return out
+        return None
+
+    publish()
+    out = wait_for(answered, timeout, f"an answer on {topic}", node, every=publish, period=0.5)
+    msg.header.frame_id, msg.header.stamp = out.header.frame_id, sent[out.header.frame_id]
+    return out
 
 
 def set_params(probe: Probe, node: str = "segpp", **values):
@@ -114,3 +137,42 @@ def get_param(probe: Probe, name: str, node: str = "segpp"):
     future = client.get_parameters([name])
     wait_for(future.done, 30, "the GetParameters response")
     return future.result().values[0]
+
+
+def send_until(graph, msg, condition: Callable[[], Any], what: str, timeout: float = 60.0, period: float = 0.25):
+    """Publish msg with a fresh stamp every ``period`` until condition() holds (best effort may
+    drop any one send); returns condition()'s value."""
+    node, probe = graph
+
+    def publish() -> None:
+        msg.header.stamp = probe.now_msg()
+        probe.camera.publish(msg)
+    publish()
+    return wait_for(condition, timeout, what, node, every=publish, period=period)
+
+
+def counter(probe: Probe, key: str, node_name: str = "/segpp") -> int:
+    """A counter of the node's latest diagnostics (0 while absent)."""
+    values = diagnostics_values(probe, node_name) or {}
+    return int(values.get(key, 0))
+
+
+def reference_labels(image: np.ndarray, max_side: int, merge="none", weights=None) -> np.ndarray:
+    """What the inference core computes for the same image and settings, on one thread like the
+    nodes of the tests (so the labels are bit-identical)."""
+    import torch
+
+    from segpp_ros.inference import Segmenter
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return Segmenter(weights, device="cpu", merge=merge, max_side=max_side)(image).labels
+    finally:
+        torch.set_num_threads(threads)
+
+
+def labels_of(msg) -> np.ndarray:
+    """The class IDs of a mono8/mono16 label image message, row padding removed."""
+    dtype = np.uint8 if msg.encoding == "mono8" else np.uint16
+    return np.frombuffer(bytes(msg.data), dtype).reshape(msg.height, msg.step // dtype().itemsize)[:, :msg.width]

@@ -86,7 +86,7 @@ def test_demo_commands() -> None:
     args = demo.build_parser().parse_args(["--weights", "w.safetensors", "--device", "cpu", "--merge", "fast"])
     assert (args.frames, args.rate, args.max_side, args.timeout, args.out) == (24, 5.0, 512, 300.0, "out/demo")
     node = demo.node_command(args, Path("config/segpp.yaml"))
-    assert node[1:3] == ["-m", "segpp_ros.ros.node"]
+    assert node[1:3] == ["-m", "segpp_ros.cli.node"]
     for pair in (["--params-file", "config/segpp.yaml"], ["-p", "max_side:=512"], ["-p", "merge.preset:=fast"],
                  ["-p", "weights:=w.safetensors"], ["-p", "device:=cpu"], ["-r", "image:=/camera/image"]):
         assert any(node[i:i + 2] == pair for i in range(len(node))), pair

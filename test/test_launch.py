@@ -128,7 +128,7 @@ def test_executable_is_installed(launch: LaunchFile) -> None:
                      cmake), f"{executable} is not installed into lib/${{PROJECT_NAME}} (ros2 run / launch_ros)"
     script = (ROOT / "scripts" / f"{executable}.in").read_text()
     assert script.startswith("#!@Python3_EXECUTABLE@\n")
-    assert "from segpp_ros.ros.node import main" in script
+    assert "from segpp_ros.cli.node import main" in script
 
 
 def test_node_name(launch: LaunchFile) -> None:
@@ -216,5 +216,9 @@ def test_generate_launch_description() -> None:
     assert Path(defaults["params_file"]) == Path(share) / "config" / "segpp.yaml"
     context.launch_configurations.update(defaults)
     (opaque,) = [e for e in ld.entities if isinstance(e, OpaqueFunction)]
-    (node,) = opaque.execute(context)
+    node, respawn = opaque.execute(context)             # respawn:=true by default: an exit handler too
     assert node.node_package == "segpp" and node.node_executable == "segpp_node"
+    assert type(respawn).__name__ == "RegisterEventHandler"
+    context.launch_configurations["respawn"] = "false"
+    (alone,) = opaque.execute(context)
+    assert alone.node_package == "segpp"

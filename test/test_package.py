@@ -123,7 +123,7 @@ def test_node_executable(workspace: Workspace) -> None:
     text = exe.read_text()
     assert text.splitlines()[0] == f"#!{workspace.python}", "the shebang names the interpreter built for"
     compile(text, str(exe), "exec")
-    assert "from segpp_ros.ros.node import main" in text
+    assert "from segpp_ros.cli.node import main" in text
 
 
 def test_share_files(workspace: Workspace) -> None:

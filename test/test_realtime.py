@@ -65,3 +65,96 @@ def test_window_rate_and_counters() -> None:
     counters.bump("bad_input_step")
     counters.bump("bad_input_step", 2)
     assert dict(counters) == {"bad_input_step": 3}
+
+
+def _wait(condition, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return bool(condition())
+
+
+def test_a_failing_error_handler_does_not_end_the_stage(capsys) -> None:
+    """The handler of an item's exception raising itself (e.g. a logger that throws) used to end
+    the thread silently."""
+    seen: list[int] = []
+
+    def handle(item: int) -> None:
+        if item == 1:
+            raise ValueError("bad item")
+        seen.append(item)
+
+    reported = threading.Event()
+
+    def broken_handler(err: Exception) -> None:
+        reported.set()
+        raise RuntimeError("the logger is broken too")
+
+    worker: SlotWorker[int] = SlotWorker("test-stage", handle, broken_handler)
+    worker.start()
+    worker.put(1)
+    assert reported.wait(5)
+    time.sleep(0.05)                                   # let the failed handler unwind
+    worker.put(2)
+    assert _wait(lambda: seen == [2]), "the stage stopped after its error handler failed"
+    assert worker.alive and worker.death is None and worker.handler_failures == 1
+    worker.close()
+    assert "the error handler failed (RuntimeError: the logger is broken too)" in capsys.readouterr().err
+
+
+def test_a_stage_killed_by_a_base_exception_is_recorded_and_restarts() -> None:
+    class Killed(BaseException):
+        pass
+
+    seen: list[int] = []
+
+    def handle(item: int) -> None:
+        if item == 1:
+            raise Killed("gone")
+        seen.append(item)
+
+    worker: SlotWorker[int] = SlotWorker("test-stage", handle, lambda err: None)
+    assert not worker.restart()                        # never started: nothing to restart
+    worker.start()
+    worker.put(1)
+    assert _wait(lambda: not worker.alive)
+    assert worker.death == "Killed: gone"
+    assert worker.restart() and worker.restarts == 1 and worker.alive
+    worker.put(2)
+    assert _wait(lambda: seen == [2])
+    worker.stop()
+    assert worker.join(time.monotonic() + 5)
+    assert not worker.restart()                        # stopped on purpose: stays stopped
+
+
+def test_busy_since_marks_the_item_in_hand_and_join_keeps_its_deadline() -> None:
+    gate = threading.Event()
+    worker: SlotWorker[int] = SlotWorker("test-stage", lambda item: gate.wait(10), lambda err: None)
+    worker.start()
+    assert worker.busy_since is None
+    before = time.monotonic()
+    worker.put(1)
+    assert _wait(lambda: worker.busy_since is not None)
+    assert worker.busy_since >= before
+    worker.stop()
+    start = time.monotonic()
+    assert not worker.join(start + 0.2)               # still inside the item: the deadline holds
+    assert time.monotonic() - start < 2.0
+    gate.set()
+    assert worker.join(time.monotonic() + 5) and worker.busy_since is None
+
+
+def test_rate_meter_counts_and_event_log() -> None:
+    from segpp_ros.ros.realtime import EventLog
+
+    rate = RateMeter(window_s=1.0)
+    for t in (1.0, 1.5, 2.0, 2.6):
+        rate.tick(t)
+    assert rate.count(2.6) == 2 and rate.count(10.0) == 0
+    log = EventLog(window_s=1.0)
+    log.add("bad_input_encoding", "encoding 'yuv422'", now=1.0)
+    log.add("bad_input_encoding", "encoding 'nv12'", now=1.2)
+    log.add("dropped_stale", "old", value=3.0, now=1.5)
+    assert log.counts(1.5) == {"bad_input_encoding": 2, "dropped_stale": 1}
+    assert log.latest["bad_input_encoding"] == "encoding 'nv12'"
+    assert log.largest(1.5) == 3.0 and log.counts(2.3) == {"dropped_stale": 1} and log.largest(9.0) == 0.0

@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     from rclpy.signals import SignalHandlerOptions
 
     from ..ros.camera import PublishStats, encode_messages, make_camera_node
-    from ..ros.spin import spin_until_stopped
+    from ..ros.spin import StopSignals, spin_until_stopped
 
     try:
         messages = encode_messages(images, settings)
@@ -105,16 +105,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: {err}", file=sys.stderr)
         return 2
     stats = PublishStats()
+    signals = StopSignals().install()
     rclpy.init(args=ros_argv, signal_handler_options=SignalHandlerOptions.NO)
     node = None
     try:
         node = make_camera_node(messages, settings, stats)
-        spin_until_stopped(node, node.finished)  # Ctrl-C / SIGTERM: the normal end of an endless camera
+        spin_until_stopped(node, node.finished, signals.event)  # Ctrl-C / SIGTERM: the normal end of an endless camera
     finally:
         if node is not None:
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+        signals.finish()
     print(stats.summary(args.rate), flush=True)
     return 0
 

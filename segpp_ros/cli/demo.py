@@ -2,7 +2,7 @@
 
 Starts three processes and relays their output, each line prefixed with its name:
 
-    node    python -m segpp_ros.ros.node --ros-args --params-file config/segpp.yaml
+    node    python -m segpp_ros.cli.node --ros-args --params-file config/segpp.yaml
             -p max_side:=512 -p merge.preset:=none -r image:=/camera/image
     camera  python -m segpp_ros.cli.camera --topic /camera/image --rate 5 --frames 0
             (the bundled sample sequence, in a loop)
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def node_command(args: argparse.Namespace, params_file: Path) -> list[str]:
     """The segpp node with the shipped params file and the demo's overrides."""
-    cmd = [sys.executable, "-m", "segpp_ros.ros.node", "--ros-args", "--params-file", str(params_file),
+    cmd = [sys.executable, "-m", "segpp_ros.cli.node", "--ros-args", "--params-file", str(params_file),
            "-p", f"max_side:={args.max_side}", "-p", f"merge.preset:={args.merge}"]
     if args.weights:
         cmd += ["-p", f"weights:={args.weights}"]

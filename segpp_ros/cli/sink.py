@@ -48,10 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     from rclpy.signals import SignalHandlerOptions
 
     from ..ros.sink import Recorder, SinkSettings, make_sink_node
-    from ..ros.spin import spin_until_stopped
+    from ..ros.spin import StopSignals, spin_until_stopped
 
     recorder = Recorder(SinkSettings(prefix=args.prefix, out=args.out, save_every=args.save_every,
                                      frames=args.frames, timeout=args.timeout))
+    signals = StopSignals().install()
     rclpy.init(args=ros_argv, signal_handler_options=SignalHandlerOptions.NO)
     node = None
     code = 1
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         node = make_sink_node(recorder)
         print(f"{PROG}: waiting for {args.prefix}/{{label,color,overlay,label_info}}"
               + (f" ({args.frames} frames)" if args.frames else ""), flush=True)
-        if spin_until_stopped(node, node.result):
+        if spin_until_stopped(node, node.result, signals.event):
             code = 0 if recorder.frames else 1  # interrupted: a success if anything was measured
         else:
             code = node.result.result()
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+        signals.finish()
         recorder.close()
     print(recorder.summary(), flush=True)
     return code

@@ -6,6 +6,8 @@ private network namespace (tools/netns-run).
 """
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import threading
 import time
@@ -26,7 +28,7 @@ class NodeProcess:
     """The segpp node started like launch_ros does: executable, --ros-args, params files, remaps."""
 
     def __init__(self, log_dir: Path, params: dict[str, Any], remaps: dict[str, str], name: str = "segpp",
-                 params_file: Path | None = None) -> None:
+                 params_file: Path | None = None, env: dict[str, str] | None = None) -> None:
         overrides = log_dir / f"{name}_overrides.yaml"
         lines = ["/**:", "  ros__parameters:"]
         lines += [f"    {k}: {_yaml(v)}" for k, v in params.items()]
@@ -37,7 +39,11 @@ class NodeProcess:
             self.cmd += ["-r", f"{src}:={dst}"]
         self.log = log_dir / f"{name}.log"
         self._log_file = open(self.log, "w")
-        self.proc = subprocess.Popen(self.cmd, stdout=self._log_file, stderr=subprocess.STDOUT)
+        # stdin closed: the node never reads it; the default SIGINT disposition, whatever the
+        # parent's (a background job of a non-interactive shell ignores it)
+        self.proc = subprocess.Popen(self.cmd, stdout=self._log_file, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})},
+                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
     def output(self) -> str:
         if not self._log_file.closed:
@@ -46,6 +52,20 @@ class NodeProcess:
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def rss_mb(self) -> float:
+        """Resident memory of the node process now (MB)."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError(f"no VmRSS for pid {self.proc.pid}")
+
+    def threads(self) -> int:
+        """Threads of the node process now."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+        raise RuntimeError(f"no Threads for pid {self.proc.pid}")
 
     def stop(self) -> int:
         if self.alive():
@@ -57,6 +77,55 @@ class NodeProcess:
                 self.proc.wait()
         self._log_file.close()
         return self.proc.returncode
+
+
+class ProcessGroup:
+    """A command in a process group of its own, as a terminal runs it: ``interrupt()`` is Ctrl-C
+    (SIGINT to every process of the group, e.g. ros2 launch and the node it started), ``close()``
+    ends whatever is left of the group (SIGKILL) so nothing outlives a test that failed. Output
+    (stdout and stderr) goes to a log file."""
+
+    def __init__(self, cmd: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
+        self.cmd = cmd
+        self.log = log
+        self._log_file = open(log, "w")
+        # the default SIGINT disposition in the child, whatever the parent's: a background job of a
+        # non-interactive shell ignores SIGINT, and launch would then ignore Ctrl-C
+        self.proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True,
+                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+    def output(self) -> str:
+        if not self._log_file.closed:
+            self._log_file.flush()
+        return self.log.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def interrupt(self) -> None:
+        """Ctrl-C in the terminal: SIGINT to the whole group."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGINT)
+        except ProcessLookupError:
+            pass
+
+    def wait(self, timeout: float) -> int | None:
+        """The exit code, or None if still running after ``timeout`` seconds."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def close(self) -> int | None:
+        """Kill what is left of the group; the leader's exit code."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        code = self.wait(10)
+        self._log_file.close()
+        return code
 
 
 def _yaml(value: Any) -> str:
@@ -127,10 +196,19 @@ class Probe:
         self._thread.join(5)
 
 
-def diagnostics_values(probe: Probe, node_name: str = "/segpp") -> dict[str, str] | None:
-    """Key/values of the node's latest status on /diagnostics (None before the first one)."""
+def diagnostics_status(probe: Probe, node_name: str = "/segpp") -> tuple[int, str, dict[str, str]] | None:
+    """(level, message, key/values) of the node's latest status on /diagnostics (None before the
+    first one); level 0 OK, 1 WARN, 2 ERROR."""
     for msg in reversed(probe.messages("/diagnostics")):
         for status in msg.status:
             if status.name.startswith(f"{node_name}:"):
-                return {kv.key: kv.value for kv in status.values}
+                # DiagnosticStatus.level is a ROS byte: bytes of length 1 in rclpy
+                level = status.level[0] if isinstance(status.level, (bytes, bytearray)) else int(status.level)
+                return level, status.message, {kv.key: kv.value for kv in status.values}
     return None
+
+
+def diagnostics_values(probe: Probe, node_name: str = "/segpp") -> dict[str, str] | None:
+    """Key/values of the node's latest status on /diagnostics (None before the first one)."""
+    status = diagnostics_status(probe, node_name)
+    return None if status is None else status[2]

@@ -9,14 +9,17 @@ is ever queued.
 """
 from __future__ import annotations
 
+import os
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from .env import ensure_ament_prefix
+from .env import ensure_ament_prefix, limit_decoder_pixels
 
 ensure_ament_prefix()
+limit_decoder_pixels()  # before anything imports OpenCV
 
 import numpy as np  # noqa: E402
 import rclpy  # noqa: E402
@@ -24,21 +27,29 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue  # n
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult  # noqa: E402
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks  # noqa: E402
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException  # noqa: E402
-from rclpy.executors import ExternalShutdownException  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+from rclpy.signals import SignalHandlerOptions  # noqa: E402
 from segpp.msg import LabelInfo  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
 from ..model.runtime import keep_freed_memory  # noqa: E402
+from . import faults  # noqa: E402
 from .conversions import ImageFormatError, array_to_image, compressed_to_rgb, image_to_rgb, label_encoding  # noqa: E402
-from .params import ALL_SPECS, SPECS_BY_NAME, ParamSpec, merge_from, validate_changes  # noqa: E402
+from .health import ERROR, FUTURE_TOLERANCE_S, OK, Health, Stage  # noqa: E402
+from .params import ALL_SPECS, SPECS_BY_NAME, ParamSpec, Snapshot, validate_changes  # noqa: E402
 from .pose_stage import PoseJob, PoseLoadError, PoseOutput  # noqa: E402
-from .realtime import Counters, RateMeter, SlotWorker, Window  # noqa: E402
+from .realtime import Counters, SlotWorker, Window  # noqa: E402
+from .spin import StopSignals, spin_until_stopped  # noqa: E402 -- StopSignals: run()'s argument type
 
 NODE_NAME = "segpp"
 LOG_EVERY_S = 5.0  # one line per problem kind per this many seconds
+MIN_SIDE = 32  # the network's smallest input: smaller frames are refused as bad input
+SHUTDOWN_TIMEOUT_S = 3.0  # one deadline for every worker thread to finish at shutdown
+# exit code of a node that refuses to start (sysexits' EX_CONFIG): the launch file does not respawn
+# it, since a restart cannot fix a parameter or a weights file; any other failure is respawned
+EXIT_REFUSED = 78
 
 
 class StartupError(RuntimeError):
@@ -69,8 +80,10 @@ def _stamp_ns(header: Any) -> int:
 
 
 class SegppNode(Node):
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, stop: threading.Event | None = None, **kwargs: Any) -> None:
+        """stop: set when the process is asked to stop; a warm-up in progress ends early."""
         super().__init__(NODE_NAME, **kwargs)
+        self._stop_requested = stop or threading.Event()
         for spec in ALL_SPECS:
             try:
                 self.declare_parameter(spec.name, spec.default, descriptor(spec))
@@ -78,23 +91,26 @@ class SegppNode(Node):
                 # an override from --ros-args or a params file that the descriptor refuses
                 raise StartupError(f"bad parameter {spec.name}: {err}. Fix it in the params file or the "
                                    f"--ros-args -p {spec.name}:=... override (default: {spec.default!r})") from None
-        self.values: dict[str, Any] = {s.name: self._typed(s, self.get_parameter(s.name).value) for s in ALL_SPECS}
+        values = {s.name: self._typed(s, self.get_parameter(s.name).value) for s in ALL_SPECS}
         for spec in ALL_SPECS:
-            reason = spec.validate(self.values[spec.name])
+            reason = spec.validate(values[spec.name])
             if reason:
                 raise StartupError(f"bad parameter: {reason}")
         try:
-            merge = merge_from(self.values, "merge")
+            # the whole parameter set, replaced (never edited) when parameters change
+            self.values: Snapshot = Snapshot.of(values)
         except ValueError as err:
             raise StartupError(f"bad merge parameters: {err}") from None
 
         self.counters = Counters()
-        self.inputs, self.outputs = RateMeter(), RateMeter()
         self.latency, self.age, self.network, self.model_time = Window(), Window(), Window(), Window()
         self.own_time = Window()  # per frame: latency minus model time, what the node itself adds
         self._last_log: dict[str, float] = {}
-        self._pending_merge = None
-        self.segmenter = self._load_segmenter(merge)
+        self._log_lock = threading.Lock()
+        self._closing = threading.Event()  # set at shutdown: nothing is published from then on
+        self._inject_faults = faults.enabled()
+        self.segmenter = self._load_segmenter(self.values.merge)
+        self._applied_merge = self.values.merge  # the snapshot's merge object the worker applied last
 
         qos = QoSProfile(
             history=HistoryPolicy.KEEP_LAST, depth=self.values["qos.depth"],
@@ -118,6 +134,7 @@ class SegppNode(Node):
         self.add_on_set_parameters_callback(self._check_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
 
+        self.health = Health()  # its "no image for N s" clock starts now, after loading and warm-up
         self.worker: SlotWorker[Frame] = SlotWorker("segpp-inference", self._process, self._frame_failed)
         self.worker.start()
         self.pose.start()
@@ -130,11 +147,10 @@ class SegppNode(Node):
         else:
             self.input_topic = self.resolve_topic_name("image")
             self.create_subscription(Image, "image", self._on_image, qos, event_callbacks=sub_events)
-        self._started = time.monotonic()
         self.create_timer(self.values["diagnostics_period"], self._publish_diagnostics)
         self.get_logger().info(
             f"segmenting {self.input_topic} ({self.values['transport']}) with {self.segmenter.describe()} "
-            f"on {self.segmenter.device}, merge '{merge.name}'")
+            f"on {self.segmenter.device}, merge '{self.values.merge.name}'")
 
     # -- start-up ---------------------------------------------------------------------------------
     @staticmethod
@@ -155,6 +171,8 @@ class SegppNode(Node):
         if self.values["threads"] > 0:
             torch.set_num_threads(self.values["threads"])
         weights = self.values["weights"] or None
+        self.get_logger().info(f"loading {weights or 'the embedded segmentation model'} on device "
+                               f"'{self.values['device']}' ({self.values['precision']})")
         try:
             segmenter = Segmenter(weights, device=self.values["device"], precision=self.values["precision"],
                                   merge=merge, max_side=self.values["max_side"] or None)
@@ -174,7 +192,10 @@ class SegppNode(Node):
             return
         start = time.perf_counter()
         image = np.zeros((480, 640, 3), np.uint8)
-        for _ in range(n):
+        for done in range(n):
+            if self._stop_requested.is_set():
+                self.get_logger().info(f"warm-up: stopped after {done} frames (shutting down)")
+                return
             self.segmenter(image, output=self.values["output_resolution"])
             self.pose.warm_up()
         self.get_logger().info(f"warm-up: {n} frames in {time.perf_counter() - start:.2f} s")
@@ -204,90 +225,132 @@ class SegppNode(Node):
         return SetParametersResult(successful=reason is None, reason=reason or "")
 
     def _apply_parameters(self, params: list[Parameter]) -> None:
-        for p in params:
-            spec = SPECS_BY_NAME.get(p.name)
-            if spec:
-                self.values[p.name] = self._typed(spec, p.value)
-        if any(p.name.startswith("merge.") for p in params):
-            # applied by the inference thread between frames: a forward never sees half a change
-            self._pending_merge = merge_from(self.values, "merge")
-            self.get_logger().info(f"merge -> {self._pending_merge.name!r} from the next frame")
-        if any(p.name.startswith("pose.merge.") for p in params):
-            self.pose.pending_merge = merge_from(self.values, "pose.merge")
-            self.get_logger().info(f"pose merge -> {self.pose.pending_merge.name!r} from the next frame")
+        changes = {p.name: self._typed(SPECS_BY_NAME[p.name], p.value) for p in params if p.name in SPECS_BY_NAME}
+        if not changes:
+            return
+        previous = self.values
+        # one new snapshot, swapped in whole: a frame reads either all of this change or none of it;
+        # the workers apply a new merge object between frames
+        self.values = previous.changed(changes)
+        if changes.get("pose.enable") and not previous["pose.enable"]:
+            self.pose.retry_load()
+        if self.values.merge is not previous.merge:
+            self.get_logger().info(f"merge -> {self.values.merge.name!r} from the next frame")
+        if self.values.pose_merge is not previous.pose_merge:
+            self.get_logger().info(f"pose merge -> {self.values.pose_merge.name!r} from the next frame")
 
     # -- frames -----------------------------------------------------------------------------------
     def _on_image(self, msg: Image | CompressedImage) -> None:
-        self.inputs.tick()
+        self.health.input()
         self.worker.put(Frame(msg, time.monotonic()))
 
+    def _problem(self, kind: str, text: str) -> None:
+        """A frame that ends without labels: counted, told to the watchdog, logged (throttled)."""
+        self.counters.bump(kind)
+        self.health.problem(kind, text)
+        self.log_throttled(kind, text)
+
     def _frame_failed(self, err: Exception) -> None:
+        if self._closing.is_set():
+            return  # publishers and clock may be gone: a frame cut short by shutdown is no error
+        text = f"frame failed: {type(err).__name__}: {err}"
         self.counters.bump("errors")
-        self.log_throttled("error", f"frame failed: {type(err).__name__}: {err}", error=True)
+        self.health.problem("errors", text)
+        self.log_throttled("errors", text, error=True)
 
     def _process(self, frame: Frame) -> None:
-        if self._pending_merge is not None:
-            merge, self._pending_merge = self._pending_merge, None
-            self.segmenter.set_merge(merge)
-        values = self.values
-        self.segmenter.max_side = values["max_side"] or None
+        settings = self.values  # one snapshot for the whole frame
+        if self._inject_faults:
+            faults.inject(frame.msg.header.frame_id)
+        if settings.merge is not self._applied_merge:
+            self.segmenter.set_merge(settings.merge)
+            self._applied_merge = settings.merge
+        self.segmenter.max_side = settings["max_side"] or None
         header = frame.msg.header
-        max_age = values["max_frame_age"]
-        if max_age > 0 and _stamp_ns(header) > 0:
-            age = (self.get_clock().now().nanoseconds - _stamp_ns(header)) / 1e9
-            if age > max_age:
-                self.counters.bump("dropped_stale")
-                self.log_throttled("stale", f"dropping a frame {age:.3f} s old (max_frame_age {max_age} s); "
-                                    "if every frame is dropped, the camera's clock differs from this node's: "
-                                    "raise max_frame_age or set it to 0")
+        stamp = _stamp_ns(header)
+        if stamp > 0:
+            age = (self.get_clock().now().nanoseconds - stamp) / 1e9
+            if age < -FUTURE_TOLERANCE_S:
+                self.counters.bump("future_stamps")
+                self.health.future_stamp(-age)
+                self.log_throttled("future_stamps", f"a frame on {self.input_topic} is stamped {-age:.3f} s ahead "
+                                                    "of this node's clock: synchronise the camera's clock with this "
+                                                    "host's (chrony, PTP) or check use_sim_time")
+            max_age = settings["max_frame_age"]
+            if max_age > 0 and age > max_age:
+                self._problem("dropped_stale", f"dropping a frame {age:.3f} s old (max_frame_age {max_age} s); "
+                                               "if every frame is dropped, the camera's clock differs from this "
+                                               "node's: raise max_frame_age or set it to 0")
                 return
         try:
-            image = (compressed_to_rgb(frame.msg) if isinstance(frame.msg, CompressedImage)
-                     else image_to_rgb(frame.msg))
+            limits = dict(min_side=MIN_SIDE, max_pixels=settings["max_input_pixels"])
+            image = (compressed_to_rgb(frame.msg, **limits) if isinstance(frame.msg, CompressedImage)
+                     else image_to_rgb(frame.msg, **limits))
         except ImageFormatError as err:
-            self.counters.bump(f"bad_input_{err.kind}")
-            self.log_throttled(f"bad_{err.kind}", f"skipping a frame on {self.input_topic}: {err}")
+            self._problem(f"bad_input_{err.kind}", f"skipping a frame on {self.input_topic}: {err}")
             return
-        result = self.segmenter(image, output=values["output_resolution"])
-        self._publish(self.pub_label, result.labels, header, label_encoding(len(self.segmenter.classes)))
+        result = self.segmenter(image, output=settings["output_resolution"])
+        encoding = label_encoding(len(self.segmenter.classes))
+        self.publish(self.pub_label, lambda: array_to_image(result.labels, header, encoding))
         if self.pub_color.get_subscription_count() > 0:
-            self._publish(self.pub_color, self.segmenter.colorize(result.labels), header, "rgb8")
+            self.publish(self.pub_color, lambda: array_to_image(self.segmenter.colorize(result.labels), header, "rgb8"))
         # latency and rates describe the labels; keypoints follow on the pose stage's thread
-        self.outputs.tick()
+        self.health.output()
         latency = (time.monotonic() - frame.arrived) * 1000
         self.latency.add(latency)
         self.network.add(result.network_ms)
         self.model_time.add(result.total_ms)
         self.own_time.add(latency - result.total_ms)
-        if _stamp_ns(header) > 0:
-            self.age.add((self.get_clock().now().nanoseconds - _stamp_ns(header)) / 1e6)
+        if stamp > 0:
+            self.age.add((self.get_clock().now().nanoseconds - stamp) / 1e6)
         overlay = self.pub_overlay.get_subscription_count() > 0
-        if values["pose.enable"]:
+        if settings["pose.enable"]:
             # the next frame's segmentation overlaps this frame's keypoints; the overlay, which
             # shows both, is published by the pose stage
-            self.pose.put(PoseJob(image, result.labels, header, overlay))
+            self.pose.put(PoseJob(image, result.labels, header, overlay, settings))
         elif overlay:
-            self.publish_overlay(image, result.labels, header, None)
+            self.publish_overlay(image, result.labels, header, None, settings)
 
-    def publish_overlay(self, image: np.ndarray, labels: np.ndarray, header: Any, pose: Any) -> None:
+    def publish_overlay(self, image: np.ndarray, labels: np.ndarray, header: Any, pose: Any,
+                        settings: Snapshot) -> None:
         """~/overlay: the colour mask over the image, with the skeletons of ``pose`` when given."""
-        overlay = self.segmenter.overlay(image, labels, self.values["overlay_alpha"])
-        if pose is not None:
-            overlay = self.pose.draw(self.values, overlay, pose)
-        self._publish(self.pub_overlay, overlay, header, "rgb8")
+        def build() -> Image:
+            overlay = self.segmenter.overlay(image, labels, settings["overlay_alpha"])
+            if pose is not None:
+                overlay = self.pose.draw(settings, overlay, pose)
+            return array_to_image(overlay, header, "rgb8")
+        self.publish(self.pub_overlay, build)
 
-    def _publish(self, publisher: Any, array: np.ndarray, header: Any, encoding: str) -> None:
+    def publish(self, publisher: Any, build: Any) -> None:
+        """Publish ``build()`` unless the node is shutting down; DDS refusing a sample under load is
+        counted and logged, never raised."""
+        if self._closing.is_set():
+            return
+        msg = build()
         try:
-            publisher.publish(array_to_image(array, header, encoding))
-        except Exception as err:  # noqa: BLE001 -- DDS can refuse a sample under load; count, go on
+            publisher.publish(msg)
+        except Exception as err:  # noqa: BLE001 -- count, go on
+            if self._closing.is_set():
+                return  # the context went away while we published
             self.counters.bump("publish_errors")
             self.log_throttled("publish", f"publishing on {publisher.topic_name} failed: {err}")
 
     def log_throttled(self, kind: str, text: str, error: bool = False) -> None:
+        """One line per ``kind`` per LOG_EVERY_S. Never raises: a log call must not end a thread."""
         now = time.monotonic()
-        if now - self._last_log.get(kind, -1e9) >= LOG_EVERY_S:
+        with self._log_lock:
+            if now - self._last_log.get(kind, -1e9) < LOG_EVERY_S:
+                return
             self._last_log[kind] = now
-            (self.get_logger().error if error else self.get_logger().warning)(text)
+        try:
+            # two call sites on purpose: rclpy keys a logging call site to one severity and raises
+            # ValueError when the same line logs at another
+            if error:
+                self.get_logger().error(text)
+            else:
+                self.get_logger().warning(text)
+        except Exception:  # noqa: BLE001 -- nothing left to report to
+            pass
 
     def _on_incompatible_qos(self, event: Any) -> None:
         self.counters.bump("incompatible_qos")
@@ -296,21 +359,43 @@ class SegppNode(Node):
                             "to match the camera")
 
     # -- diagnostics ------------------------------------------------------------------------------
+    def _stages(self) -> list[tuple[Stage, SlotWorker]]:
+        """The worker threads the watchdog looks after, inference first."""
+        stages = [(Stage("inference", self.worker.alive, self.worker.busy_since, self.latency.percentile(95)),
+                   self.worker)]
+        if self.values["pose.enable"] and self.values["pose.own_thread"]:
+            pose = self.pose.worker
+            stages.append((Stage("keypoints", pose.alive, pose.busy_since, self.pose.latency.percentile(95)), pose))
+        return stages
+
+    def _restart_dead_workers(self) -> None:
+        for worker in (self.worker, self.pose.worker):
+            if worker.death is not None and not worker.alive and not self._closing.is_set():
+                reason, worker.death = worker.death, None
+                if worker.restart():
+                    stage = "inference" if worker is self.worker else "keypoints"
+                    self.health.died(stage, reason, worker.restarts)
+
     def status(self) -> DiagnosticStatus:
-        """One DiagnosticStatus with rates, latencies, drops, bad inputs and the active configuration."""
+        """One DiagnosticStatus: the watchdog's verdict, rates, latencies, drops, bad inputs and the
+        active configuration."""
         now = time.monotonic()
-        warn_after = self.values["no_image_warning"]
-        last = self.inputs.last if self.inputs.last is not None else self._started
-        silent = warn_after > 0 and now - last > warn_after
-        level, message = DiagnosticStatus.OK, "segmenting"
-        if silent:
-            level, message = DiagnosticStatus.WARN, f"no image on {self.input_topic} for {now - last:.0f} s"
-            self.log_throttled("silent", message)
+        self._restart_dead_workers()
+        values = self.values
+        verdict = self.health.verdict([stage for stage, _ in self._stages()], values["no_image_warning"],
+                                      self.input_topic, now)
+        if verdict.level != OK:
+            self.log_throttled(f"health_{verdict.level}", verdict.message, error=verdict.level == ERROR)
         counts = dict(self.counters)
         counts["dropped_overwritten"] = self.worker.slot.overwritten
-        values = {
-            "input_rate_hz": f"{self.inputs.rate(now):.2f}", "output_rate_hz": f"{self.outputs.rate(now):.2f}",
-            "frames_in": str(self.inputs.total), "frames_out": str(self.outputs.total),
+        for key, value in (("worker_restarts", self.worker.restarts + self.pose.worker.restarts),
+                           ("handler_failures", self.worker.handler_failures + self.pose.worker.handler_failures)):
+            if value:
+                counts[key] = value
+        inputs, outputs = self.health.inputs, self.health.outputs
+        fields = {
+            "input_rate_hz": f"{inputs.rate(now):.2f}", "output_rate_hz": f"{outputs.rate(now):.2f}",
+            "frames_in": str(inputs.total), "frames_out": str(outputs.total),
             "latency_p50_ms": f"{self.latency.percentile(50):.1f}",
             "latency_p95_ms": f"{self.latency.percentile(95):.1f}",
             "age_at_publish_p50_ms": f"{self.age.percentile(50):.1f}",
@@ -320,61 +405,67 @@ class SegppNode(Node):
             "node_overhead_p50_ms": f"{self.own_time.percentile(50):.1f}",
             **{k: str(v) for k, v in sorted(counts.items())},
             "merge_preset": self.segmenter.model.merge.name, "device": str(self.segmenter.device),
-            "precision": self.values["precision"], "max_side": str(self.values["max_side"]),
+            "precision": values["precision"], "max_side": str(values["max_side"]),
             "input_topic": self.input_topic, "weights": self.segmenter.weights,
-            **self.pose.status(self.values),
+            **self.pose.status(values),
         }
-        return DiagnosticStatus(level=level, name=f"{self.get_fully_qualified_name()}: segmentation",
-                                message=message, hardware_id=str(self.segmenter.device),
-                                values=[KeyValue(key=k, value=v) for k, v in values.items()])
+        return DiagnosticStatus(level=bytes([verdict.level]), name=f"{self.get_fully_qualified_name()}: segmentation",
+                                message=verdict.message, hardware_id=str(self.segmenter.device),
+                                values=[KeyValue(key=k, value=v) for k, v in fields.items()])
 
     def _publish_diagnostics(self) -> None:
-        msg = DiagnosticArray(status=[self.status()])
-        msg.header.stamp = self.get_clock().now().to_msg()
-        self.pub_diagnostics.publish(msg)
+        try:
+            status = self.status()
+        except Exception as err:  # noqa: BLE001 -- a timer callback that raises would end rclpy.spin
+            self.log_throttled("diagnostics", f"diagnostics failed: {type(err).__name__}: {err}", error=True)
+            return
+        def build() -> DiagnosticArray:
+            msg = DiagnosticArray(status=[status])
+            msg.header.stamp = self.get_clock().now().to_msg()
+            return msg
+        self.publish(self.pub_diagnostics, build)
 
-    def close(self) -> None:
-        self.worker.close()
-        self.pose.close()
+    def close(self, timeout: float = SHUTDOWN_TIMEOUT_S) -> bool:
+        """Stop publishing, ask every worker to stop, and wait for them until one shared deadline;
+        True when all of them ended (a worker still inside a long forward pass may not)."""
+        self._closing.set()
+        deadline = time.monotonic() + timeout
+        workers = (self.worker, self.pose.worker)
+        for worker in workers:
+            worker.stop()
+        return all([worker.join(deadline) for worker in workers])
 
 
-USAGE = """usage: segpp_node [-h] [--ros-args ...]
+def run(args: list[str], signals: StopSignals) -> int:
+    """The node process: init rclpy, spin until ``signals`` asks for a stop, shut down within
+    SHUTDOWN_TIMEOUT_S. Exit codes: 0 after a stop request, EXIT_REFUSED (78) when the node refuses
+    to start (the reason is its one fatal log line).
 
-The segpp ROS 2 node: sensor_msgs/Image on `image` (or CompressedImage on `image/compressed`
-with transport:=compressed) in; ~/label, ~/color, ~/overlay, ~/label_info, ~/keypoints,
-~/keypoint_info, ~/markers and /diagnostics out. Every parameter, with its default and
-description, is in the package's config/segpp.yaml (also: segpp-params --markdown).
-
-    segpp_node --ros-args --params-file config/segpp.yaml -r image:=/camera/image \\
-        -p merge.preset:=fast
-"""
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv if argv is None else argv
-    ours = args[1:args.index("--ros-args")] if "--ros-args" in args else args[1:]
-    if "-h" in ours or "--help" in ours:
-        print(USAGE, end="")  # before rclpy.init: asking for help must not start DDS
-        return 0
+    ``signals`` must be installed before anything slow (imports, loading): SIGINT/SIGTERM, once or
+    repeatedly, at any moment then only ask for a stop: no KeyboardInterrupt in a thread join, no
+    traceback, exit code 0 (segpp_ros.cli.node installs them first thing)."""
     keep_freed_memory()  # before DDS and the inference worker start their threads (see its docstring)
-    rclpy.init(args=args)
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
+    code = 0
+    finished = True
     try:
-        node = SegppNode()
-        rclpy.spin(node)
+        node = SegppNode(stop=signals.event)
+        spin_until_stopped(node, None, signals.event)
     except StartupError as err:
         rclpy.logging.get_logger(NODE_NAME).fatal(str(err))
-        return 1
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        code = EXIT_REFUSED
     finally:
         if node is not None:
-            node.close()
+            finished = node.close()
             node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+        rclpy.try_shutdown()
+        signals.finish()
+    if not finished:
+        # a worker is still inside a forward pass past the shutdown deadline: leave without
+        # waiting for it (interpreter teardown under a running native thread can crash)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, Callable, Sequence
 
 from ..inference.timing import markdown_table
 from ..model.merge import NUM_STAGES, PRESETS, STRATEGIES, MergeConfig, StageMerge, TokenMerge, resolve_merge
@@ -119,6 +121,9 @@ SEGMENTATION_SPECS: list[ParamSpec] = [
     ParamSpec("precision", "fp32", "network precision; fp16 is for CUDA, bf16 for CPUs/GPUs that support it",
               read_only=True, choices=("fp32", "fp16", "bf16")),
     ParamSpec("threads", 0, "CPU threads for inference (0: PyTorch's default)", read_only=True, low=0, high=256),
+    ParamSpec("max_input_pixels", 4096 * 4096, "images with more pixels are refused as bad input before "
+              "anything of their size is allocated (compressed ones from their PNG/JPEG header); bounds the "
+              "memory one message can take", low=64 * 64, high=8192 * 8192),
     ParamSpec("max_side", 1024, "network input size: the image is scaled so its longer side is at most this "
               "(0: the image's own size)", low=0, high=8192),
     ParamSpec("output_resolution", "input", "~/label and ~/color size: 'input' (the image's, logits resized "
@@ -245,3 +250,39 @@ def render_markdown(specs: list[ParamSpec] = ALL_SPECS) -> str:
         rows.append([f"`{s.name}`", f"`{_yaml_value(s.default)}`", "yes" if s.read_only else "", limits,
                      s.description])
     return markdown_table(["parameter", "default", "read-only", "values", "meaning"], rows)
+
+
+@dataclass(frozen=True, eq=False)
+class Snapshot(Mapping):
+    """One consistent view of every parameter (read-only), with the merge configurations it
+    names. The node replaces its snapshot as a whole when parameters change, and each frame
+    reads one snapshot: no frame sees half of a multi-parameter change, and the workers apply a
+    merge change by noticing a new ``merge`` object, with nothing handed over that could be lost.
+    """
+
+    params: Mapping[str, Any]
+    merge: MergeConfig
+    pose_merge: MergeConfig
+
+    @classmethod
+    def of(cls, values: Mapping[str, Any]) -> Snapshot:
+        """Raises ValueError when a merge configuration cannot be built from the values."""
+        frozen = MappingProxyType(dict(values))
+        return cls(frozen, merge_from(frozen, "merge"), merge_from(frozen, "pose.merge"))
+
+    def changed(self, changes: Mapping[str, Any]) -> Snapshot:
+        """A new snapshot with ``changes`` applied; the merge objects are kept when unchanged."""
+        values = MappingProxyType({**self.params, **changes})
+        merge = merge_from(values, "merge") if any(k.startswith("merge.") for k in changes) else self.merge
+        pose_merge = (merge_from(values, "pose.merge") if any(k.startswith("pose.merge.") for k in changes)
+                      else self.pose_merge)
+        return Snapshot(values, merge, pose_merge)
+
+    def __getitem__(self, name: str) -> Any:
+        return self.params[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.params)
+
+    def __len__(self) -> int:
+        return len(self.params)

@@ -20,7 +20,7 @@ from ..inference.drawing import draw_skeletons
 from ..inference.pose import PoseEstimator, PoseResult, person_boxes, whole_frame_box
 from ..model.merge import MergeConfig
 from .keypoint_msgs import keypoint_info_message, keypoints_message, markers_message
-from .params import merge_from
+from .params import Snapshot
 from .realtime import SlotWorker, Window
 
 
@@ -49,19 +49,21 @@ def person_class_ids(spec: str, classes: Sequence[str]) -> list[int]:
 @dataclass
 class PoseJob:
     """One labelled frame for the pose stage: image [H, W, 3] RGB, labels [h, w] (input or
-    network resolution), the input header, and whether ~/overlay is wanted."""
+    network resolution), the input header, whether ~/overlay is wanted, and the parameter
+    snapshot the frame was segmented with (the keypoints use the same one)."""
 
     image: np.ndarray
     labels: np.ndarray
     header: Any
     overlay: bool
+    settings: Snapshot
 
 
 class PoseOutput:
     """Keypoints of the persons in each frame, published on ~/keypoints (and ~/markers)."""
 
     def __init__(self, node: Any, classes: Sequence[str]) -> None:
-        """node: the SegppNode (its live ``values``, counters, throttled log and overlay publisher)."""
+        """node: the SegppNode (its parameter snapshot, counters, throttled log and overlay publisher)."""
         self.node = node
         values = node.values
         try:
@@ -72,7 +74,10 @@ class PoseOutput:
             node.get_logger().warning(f"{err}. Until then no person boxes come from the segmentation "
                                       "(pose.box_source whole_frame still works)")
         self.estimator: PoseEstimator | None = None
-        self.pending_merge: MergeConfig | None = None
+        self._applied_merge: MergeConfig | None = None  # the snapshot's merge object last applied
+        # why the last load failed: no retry per frame (the weights are read-only), only when
+        # pose.enable is switched on again
+        self.load_failure: str | None = None
         self.latency = Window()
         self.persons_last = 0
         self.worker: SlotWorker[PoseJob] = SlotWorker("segpp-pose", self._handle, self._failed)
@@ -84,21 +89,28 @@ class PoseOutput:
         if values["pose.enable"]:
             self.load(values)
 
-    def load(self, values: Mapping[str, Any]) -> PoseEstimator:
-        """Load the pose model (at start, or on the first frame after pose.enable turns true)."""
+    def load(self, values: Snapshot) -> PoseEstimator:
+        """Load the pose model (at start, or on the first frame after pose.enable turns true).
+        After a failure, raises the same PoseLoadError without trying again until
+        ``retry_load()``."""
         if self.estimator is not None:
             return self.estimator
+        if self.load_failure is not None:
+            raise PoseLoadError(self.load_failure)
         weights = values["pose.weights"] or None
         try:
             estimator = PoseEstimator(weights, device=values["device"], precision=values["precision"],
-                                      merge=merge_from(values, "pose.merge"), padding=values["pose.padding"],
+                                      merge=values.pose_merge, padding=values["pose.padding"],
                                       flip_test=values["pose.flip_test"])
         except Exception as err:  # noqa: BLE001 -- any failure to load is reported the same way
-            raise PoseLoadError(f"cannot load the pose weights: {str(err).rstrip('.')}. Fix the 'pose.weights' "
-                                "parameter, leave it empty for the embedded model, or set pose.enable false") from None
+            self.load_failure = (f"cannot load the pose weights: {str(err).rstrip('.')}. Fix the 'pose.weights' "
+                                 "parameter, leave it empty for the embedded model, or set pose.enable false")
+            self.node.counters.bump("pose_load_errors")
+            raise PoseLoadError(self.load_failure) from None
         self.estimator = estimator
-        self.pub_info.publish(keypoint_info_message(estimator.keypoint_names, estimator.skeleton,
-                                                    estimator.flip_pairs, self.node.get_clock().now().to_msg()))
+        self._applied_merge = values.pose_merge
+        self.node.publish(self.pub_info, lambda: keypoint_info_message(
+            estimator.keypoint_names, estimator.skeleton, estimator.flip_pairs, self.node.get_clock().now().to_msg()))
         self.node.get_logger().info(f"pose: {estimator.describe()}, merge '{estimator.model.merge.name}'")
         return estimator
 
@@ -117,7 +129,7 @@ class PoseOutput:
         self.worker.start()
 
     def put(self, job: PoseJob) -> None:
-        if self.node.values["pose.own_thread"]:
+        if job.settings["pose.own_thread"]:
             self.worker.put(job)
             return
         try:
@@ -125,20 +137,21 @@ class PoseOutput:
         except Exception as err:  # noqa: BLE001 -- counted like the stage's own failures
             self._failed(err)
 
-    def close(self) -> None:
-        self.worker.close()
+    def retry_load(self) -> None:
+        """pose.enable was switched on: a model that failed to load gets one more try."""
+        self.load_failure = None
 
     def _handle(self, job: PoseJob) -> None:
-        values = self.node.values  # the node's live parameter view
+        values = job.settings
         result = None
         if values["pose.enable"]:
             try:
                 result = self(values, job.image, job.labels, job.header)
             except PoseLoadError as err:
-                self.node.counters.bump("pose_load_errors")
-                self.node.log_throttled("pose_load", str(err), error=True)
+                self.node.log_throttled("pose_load", f"{err} (keypoints are off until pose.enable is set again)",
+                                        error=True)
         if job.overlay:
-            self.node.publish_overlay(job.image, job.labels, job.header, result)
+            self.node.publish_overlay(job.image, job.labels, job.header, result, values)
 
     def _failed(self, err: Exception) -> None:
         self.node.counters.bump("pose_errors")
@@ -152,21 +165,22 @@ class PoseOutput:
         return person_boxes(labels, self.person_ids, min_area=values["pose.min_box_area"],
                             merge_gap=values["pose.merge_gap"], scale=scale)
 
-    def __call__(self, values: Mapping[str, Any], image: np.ndarray, labels: np.ndarray,
+    def __call__(self, values: Snapshot, image: np.ndarray, labels: np.ndarray,
                  header: Any) -> PoseResult:
         """Keypoints of one frame (labels at input or network resolution), published."""
         start = time.perf_counter()
         estimator = self.load(values)
-        if self.pending_merge is not None:
-            merge, self.pending_merge = self.pending_merge, None
-            estimator.set_merge(merge)
+        if values.pose_merge is not self._applied_merge:
+            estimator.set_merge(values.pose_merge)
+            self._applied_merge = values.pose_merge
         estimator.padding = values["pose.padding"]
         estimator.flip_test = values["pose.flip_test"]
         result = estimator(image, self.boxes(values, image.shape[:2], labels), values["pose.max_persons"])
-        self.pub_keypoints.publish(keypoints_message(header, result))
+        self.node.publish(self.pub_keypoints, lambda: keypoints_message(header, result))
         if self.pub_markers.get_subscription_count() > 0:
-            self.pub_markers.publish(markers_message(header, result, estimator.skeleton, estimator.keypoint_names,
-                                                     values["pose.score_threshold"], values["pose.marker_scale"]))
+            self.node.publish(self.pub_markers, lambda: markers_message(
+                header, result, estimator.skeleton, estimator.keypoint_names, values["pose.score_threshold"],
+                values["pose.marker_scale"]))
         self.persons_last = len(result.persons)
         self.latency.add((time.perf_counter() - start) * 1000)
         return result
@@ -181,6 +195,8 @@ class PoseOutput:
         """Diagnostics key/values of the pose stage."""
         enabled = bool(values["pose.enable"])
         merge = self.estimator.model.merge.name if self.estimator is not None else values["pose.merge.preset"]
+        if self.load_failure is not None and enabled:
+            merge = "(not loaded)"
         return {"pose": "on" if enabled else "off", "pose_persons_last": str(self.persons_last if enabled else 0),
                 "pose_p50_ms": f"{self.latency.percentile(50):.1f}", "pose_merge_preset": merge,
                 "pose_box_source": values["pose.box_source"],

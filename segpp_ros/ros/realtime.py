@@ -1,6 +1,7 @@
 """Real-time plumbing with no ROS in it: a keep-latest frame slot and rolling statistics."""
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections import Counter, deque
@@ -47,34 +48,93 @@ class LatestSlot(Generic[T]):
 class SlotWorker(Generic[T]):
     """One thread working on the newest item of its LatestSlot: a pipeline stage that never
     queues. ``handle`` runs on that thread; an exception goes to ``on_error`` and the stage
-    goes on with the next item."""
+    goes on with the next item. An exception raised by ``on_error`` itself is counted
+    (``handler_failures``) and written to stderr: nothing an item or its error handler raises
+    ends the loop.
+
+    What can still end the thread is a BaseException that is not an Exception (SystemExit from
+    a library calling sys.exit, the fault injection of the tests): it is recorded in ``death``
+    and ``alive`` turns false; the owner's watchdog reports it and calls ``restart()``.
+    ``busy_since`` (monotonic start of the item being handled, None while idle) tells a stuck
+    stage from an idle one; ``last_progress`` is when the loop last finished an item or woke
+    up idle.
+    """
 
     def __init__(self, name: str, handle: Callable[[T], None], on_error: Callable[[Exception], None]) -> None:
+        self.name = name
         self.slot: LatestSlot[T] = LatestSlot()
         self._handle, self._on_error = handle, on_error
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread: threading.Thread | None = None
+        self.restarts = 0
+        self.handler_failures = 0
+        self.death: str | None = None
+        self.busy_since: float | None = None
+        self.last_progress = time.monotonic()
 
     def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def restart(self) -> bool:
+        """Start a new thread when the last one died (not when stopped); True if it did."""
+        if self.alive or self._stop.is_set() or self._thread is None:
+            return False
+        self.restarts += 1
+        self.busy_since = None
+        self.start()
+        return True
 
     def put(self, item: T) -> None:
         self.slot.put(item)
 
-    def close(self, timeout: float = 10.0) -> None:
+    def stop(self) -> None:
+        """Ask the thread to end after its current item; returns at once."""
         self._stop.set()
         self.slot.close()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+
+    def join(self, deadline: float) -> bool:
+        """Wait for the thread until the monotonic ``deadline``; True when it has ended."""
+        if self._thread is not None and self._thread.is_alive():
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+        return not self.alive
+
+    def close(self, timeout: float = 3.0) -> bool:
+        self.stop()
+        return self.join(time.monotonic() + timeout)
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            item = self.slot.take(timeout=0.2)
-            if item is not None:
+        try:
+            while not self._stop.is_set():
+                item = self.slot.take(timeout=0.2)
+                self.last_progress = time.monotonic()
+                if item is None:
+                    continue
+                self.busy_since = self.last_progress
                 try:
                     self._handle(item)
                 except Exception as err:  # noqa: BLE001 -- a stage must outlive any one item
-                    self._on_error(err)
+                    self._report(err)
+                finally:
+                    self.busy_since = None
+                    self.last_progress = time.monotonic()
+        except BaseException as err:  # noqa: BLE001 -- record why the stage ended; the watchdog restarts it
+            self.death = f"{type(err).__name__}: {err}"
+
+    def _report(self, err: Exception) -> None:
+        try:
+            self._on_error(err)
+        except Exception as failure:  # noqa: BLE001 -- a broken error handler must not end the stage
+            self.handler_failures += 1
+            try:
+                print(f"{self.name}: the error handler failed ({type(failure).__name__}: {failure}) while "
+                      f"reporting {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+            except Exception:  # noqa: BLE001 -- stderr closed: nothing left to tell
+                pass
 
 
 class Window:
@@ -105,21 +165,69 @@ class RateMeter:
         self.total = 0
         self.last: float | None = None
 
+    def _prune(self, now: float) -> None:
+        while self._times and self._times[0] < now - self._window:
+            self._times.popleft()
+
     def tick(self, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
         with self._lock:
             self._times.append(now)
+            self._prune(now)
             self.total += 1
             self.last = now
+
+    def count(self, now: float | None = None) -> int:
+        """Events in the window ending at ``now``."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self._prune(now)
+            return len(self._times)
 
     def rate(self, now: float | None = None) -> float:
         now = time.monotonic() if now is None else now
         with self._lock:
-            while self._times and self._times[0] < now - self._window:
-                self._times.popleft()
+            self._prune(now)
             if len(self._times) < 2:
                 return 0.0
             return (len(self._times) - 1) / max(self._times[-1] - self._times[0], 1e-9)
+
+
+class EventLog:
+    """Events of named kinds over a sliding time window, with the latest text and value of each
+    kind: what the watchdog reads to say which problem dominates and what it looked like."""
+
+    def __init__(self, window_s: float = 5.0) -> None:
+        self._events: deque[tuple[float, str, float]] = deque()
+        self._window = window_s
+        self._lock = threading.Lock()
+        self.latest: dict[str, str] = {}
+
+    def add(self, kind: str, text: str = "", value: float = 0.0, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self._events.append((now, kind, value))
+            self._prune(now)
+            if text:
+                self.latest[kind] = text
+
+    def _prune(self, now: float) -> None:
+        while self._events and self._events[0][0] < now - self._window:
+            self._events.popleft()
+
+    def counts(self, now: float | None = None) -> Counter:
+        """Events per kind in the window ending at ``now``."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self._prune(now)
+            return Counter(kind for _, kind, _ in self._events)
+
+    def largest(self, now: float | None = None) -> float:
+        """The largest value of the events in the window (0 when empty)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self._prune(now)
+            return max((v for _, _, v in self._events), default=0.0)
 
 
 class Counters(Counter):

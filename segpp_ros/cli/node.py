@@ -1,0 +1,38 @@
+"""segpp-node (and `ros2 run segpp segpp_node`): the segpp ROS 2 node.
+
+Light on purpose: SIGINT and SIGTERM are taken over before torch, rclpy and the model are
+imported, so a Ctrl-C at any moment of a start-up that takes seconds ends the process cleanly
+(exit 0, no traceback); --help is answered before anything starts DDS.
+"""
+from __future__ import annotations
+
+import sys
+
+USAGE = """usage: segpp_node [-h] [--ros-args ...]
+
+The segpp ROS 2 node: sensor_msgs/Image on `image` (or CompressedImage on `image/compressed`
+with transport:=compressed) in; ~/label, ~/color, ~/overlay, ~/label_info, ~/keypoints,
+~/keypoint_info, ~/markers and /diagnostics out. Every parameter, with its default and
+description, is in the package's config/segpp.yaml (also: segpp-params --markdown).
+
+    segpp_node --ros-args --params-file config/segpp.yaml -r image:=/camera/image \\
+        -p merge.preset:=fast
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv if argv is None else argv
+    ours = args[1:args.index("--ros-args")] if "--ros-args" in args else args[1:]
+    if "-h" in ours or "--help" in ours:
+        print(USAGE, end="")  # before rclpy.init: asking for help must not start DDS
+        return 0
+    from ..ros.spin import StopSignals
+
+    signals = StopSignals().install()
+    from ..ros.node import run  # the heavy imports: torch, rclpy, OpenCV, the model
+
+    return run(args, signals)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

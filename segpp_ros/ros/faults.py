@@ -1,0 +1,43 @@
+"""Fault injection for the node's own tests: off unless SEGPP_FAULT_INJECTION=1 is in its environment.
+
+With the variable set, a frame whose header.frame_id starts with ``segpp-fault:`` makes the
+inference thread misbehave on purpose, so tests can prove what the node does then:
+
+    segpp-fault:raise       the frame fails with an exception (the error path: counted, logged)
+    segpp-fault:kill        the thread ends (a BaseException escapes the worker loop)
+    segpp-fault:stall=S     the thread stays S seconds on the frame (a stuck stage)
+
+Nothing a sender puts in a message can turn this on; launch files never set the variable.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+ENV = "SEGPP_FAULT_INJECTION"
+PREFIX = "segpp-fault:"
+
+
+class InjectedFault(RuntimeError):
+    """The failure a ``segpp-fault:raise`` frame causes."""
+
+
+class InjectedDeath(BaseException):
+    """Ends the worker thread (a BaseException, so no ``except Exception`` catches it)."""
+
+
+def enabled() -> bool:
+    return os.environ.get(ENV) == "1"
+
+
+def inject(frame_id: str) -> None:
+    """Misbehave as ``frame_id`` asks (see the module docstring); nothing for other frames."""
+    if not frame_id.startswith(PREFIX):
+        return
+    action = frame_id[len(PREFIX):]
+    if action == "raise":
+        raise InjectedFault("injected failure (segpp-fault:raise)")
+    if action == "kill":
+        raise InjectedDeath("injected thread death (segpp-fault:kill)")
+    if action.startswith("stall="):
+        time.sleep(float(action.split("=", 1)[1]))

@@ -1,0 +1,83 @@
+"""`ros2 launch segpp segpp.launch.py` as users run it: Ctrl-C, respawn after a crash, no respawn
+after a refusal. Each launch is a process group of its own (segpp_ros.ros.graph.ProcessGroup),
+inside the tests' private network namespace."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from segpp_ros.ros.env import ensure_ament_prefix
+from segpp_ros.ros.graph import ProcessGroup
+
+from .rosgraph import require_isolated_network, wait_for
+
+ROS2 = Path(sys.prefix) / "bin" / "ros2"
+START_TIMEOUT = 120.0
+
+
+@pytest.fixture
+def launch(tmp_path):
+    """Start `ros2 launch segpp segpp.launch.py ARGS...`; every group started is killed at the end."""
+    require_isolated_network()
+    if not ROS2.exists():
+        pytest.skip("no ros2 command in this environment (make venv installs it from ../shared/ros2-tools)")
+    ensure_ament_prefix()
+    groups: list[ProcessGroup] = []
+
+    def start(*args: str) -> ProcessGroup:
+        group = ProcessGroup([str(ROS2), "launch", "segpp", "segpp.launch.py", *args],
+                             tmp_path / f"launch_{len(groups)}.log", cwd=tmp_path,
+                             env={"AMENT_PREFIX_PATH": os.environ["AMENT_PREFIX_PATH"], "ROS_LOG_DIR": str(tmp_path)})
+        groups.append(group)
+        return group
+    yield start
+    for group in groups:
+        group.close()
+
+
+def node_pids(output: str) -> list[int]:
+    return [int(p) for p in re.findall(r"\[segpp_node-\d+\]: process started with pid \[(\d+)\]", output)]
+
+
+def segmenting(group: ProcessGroup, count: int = 1) -> bool:
+    return group.output().count("segmenting /") >= count
+
+
+def test_ctrl_c_ends_launch_and_node_cleanly(launch):
+    group = launch("image:=/cam/image")
+    wait_for(lambda: segmenting(group), START_TIMEOUT, "the node to start under launch")
+    group.interrupt()                                # the terminal's Ctrl-C: launch and node both get it
+    code = group.wait(15)
+    out = group.output()
+    assert code == 0, f"ros2 launch exit code {code}:\n{out[-3000:]}"
+    assert "process has finished cleanly" in out, out[-3000:]
+    for words in ("Traceback", "process has died", "context is invalid"):
+        assert words not in out, out[-3000:]
+
+
+def test_a_killed_node_is_started_again(launch):
+    group = launch("image:=/cam/image", "respawn_delay:=0.5")
+    wait_for(lambda: segmenting(group), START_TIMEOUT, "the node to start under launch")
+    (first,) = node_pids(group.output())
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: segmenting(group, 2), START_TIMEOUT, "the node to be started again")
+    out = group.output()
+    assert "the node exited with code -9; starting it again" in out
+    assert len(node_pids(out)) == 2 and node_pids(out)[1] != first
+    group.interrupt()
+    assert group.wait(15) == 0, group.output()[-3000:]
+
+
+def test_a_node_that_refuses_to_start_is_not_respawned(launch, tmp_path):
+    group = launch("weights:=/nonexistent/model.pth", "respawn_delay:=0.2")
+    code = group.wait(START_TIMEOUT)                   # nothing left to run: launch ends by itself
+    out = group.output()
+    assert code is not None, "ros2 launch kept running after the node refused to start"
+    assert "cannot load the segmentation weights: /nonexistent/model.pth" in out
+    assert "exit code 78" in out and len(node_pids(out)) == 1 and "starting it again" not in out, out[-3000:]
+    assert "Traceback" not in out
