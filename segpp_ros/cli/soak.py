@@ -41,11 +41,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-pose", dest="pose", action="store_false", help="keypoints off (default: on)")
     p.add_argument("--threads", type=non_negative_int, default=0, help="node parameter threads (default: 0)")
     p.add_argument("--json", help="write the settings, summary and every sample to this JSON file")
+    p.add_argument("--report", metavar="JSON", help="print the summary of a recorded run (its --json file) and exit")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.report:
+        from ..ros.soak import format_summary, from_record, summarize
+
+        with open(args.report) as f:
+            samples, settings = from_record(json.load(f))
+        print(format_summary(summarize(samples, settings)))
+        return 0
     try:
         sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
     except argparse.ArgumentTypeError as err:

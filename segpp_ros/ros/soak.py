@@ -214,10 +214,13 @@ class Summary:
     rss_end_mb: float
     rss_max_mb: float
     rss_slope_mb_per_h: float    # least squares over the samples after warm-up
+    rss_slope_late_mb_per_h: float  # the same over the second half of them
     threads_min: int
     threads_max: int
-    latency_p50_first_ms: float  # median of the samples' p50 in the first and the last quarter after warm-up
-    latency_p50_last_ms: float
+    # latency with the same image size and settings, second half against first half (median of
+    # the ratios of the sample p50 medians, over the combinations seen in both halves)
+    latency_drift: float
+    latency_drift_cases: int
     frames_in: int
     frames_out: int
     problems: dict[str, int]     # error counters at the end
@@ -226,23 +229,39 @@ class Summary:
     error_messages: list[str]
 
 
+def _slope_mb_per_h(samples: Sequence[Sample]) -> float:
+    t = np.array([s.t_s / 3600 for s in samples])
+    if len(samples) < 3 or np.ptp(t) == 0:
+        return float("nan")
+    return float(np.polyfit(t, np.array([s.rss_mb for s in samples]), 1)[0])
+
+
+def _latency_drift(first: Sequence[Sample], second: Sequence[Sample]) -> tuple[float, int]:
+    """Median over (size, settings) seen in both halves of median p50 (second) / median p50 (first):
+    latency compared like for like, since it depends on the size and settings of the moment."""
+    def by_case(part: Sequence[Sample]) -> dict[tuple, list[float]]:
+        cases: dict[tuple, list[float]] = {}
+        for s in part:
+            if s.latency_p50_ms == s.latency_p50_ms:
+                cases.setdefault((s.size, tuple(sorted(s.params.items()))), []).append(s.latency_p50_ms)
+        return cases
+    a, b = by_case(first), by_case(second)
+    ratios = [statistics.median(b[k]) / statistics.median(a[k]) for k in a if k in b]
+    return (statistics.median(ratios) if ratios else float("nan")), len(ratios)
+
+
 def summarize(samples: Sequence[Sample], settings: Settings) -> Summary:
     settled = [s for s in samples if s.t_s >= settings.warmup_min * 60] or list(samples)
-    t = np.array([s.t_s / 3600 for s in settled])
-    rss = np.array([s.rss_mb for s in settled])
-    slope = float(np.polyfit(t, rss, 1)[0]) if len(settled) >= 3 and np.ptp(t) > 0 else float("nan")
-    quarter = max(1, len(settled) // 4)
-
-    def median_p50(part: Sequence[Sample]) -> float:
-        values = [s.latency_p50_ms for s in part if s.latency_p50_ms == s.latency_p50_ms]
-        return statistics.median(values) if values else float("nan")
+    half = len(settled) // 2
+    drift, cases = _latency_drift(settled[:half], settled[half:])
     last = samples[-1]
     return Summary(
         minutes=round(samples[-1].t_s / 60, 1), samples=len(samples), rss_start_mb=settled[0].rss_mb,
-        rss_end_mb=settled[-1].rss_mb, rss_max_mb=max(s.rss_mb for s in samples), rss_slope_mb_per_h=round(slope, 1),
+        rss_end_mb=settled[-1].rss_mb, rss_max_mb=max(s.rss_mb for s in samples),
+        rss_slope_mb_per_h=round(_slope_mb_per_h(settled), 1),
+        rss_slope_late_mb_per_h=round(_slope_mb_per_h(settled[half:]), 1),
         threads_min=min(s.threads for s in samples), threads_max=max(s.threads for s in samples),
-        latency_p50_first_ms=round(median_p50(settled[:quarter]), 1),
-        latency_p50_last_ms=round(median_p50(settled[-quarter:]), 1),
+        latency_drift=round(drift, 2), latency_drift_cases=cases,
         frames_in=last.frames_in, frames_out=last.frames_out, problems=dict(last.counters),
         warn_samples=sum(s.level == 1 for s in samples), error_samples=sum(s.level >= 2 for s in samples),
         error_messages=sorted({s.message for s in samples if s.level >= 2}))
@@ -252,10 +271,11 @@ def format_summary(summary: Summary) -> str:
     rows = [("duration", f"{summary.minutes:g} min ({summary.samples} samples)"),
             ("resident memory after warm-up", f"{summary.rss_start_mb:.0f} -> {summary.rss_end_mb:.0f} MB "
                                                f"(max {summary.rss_max_mb:.0f} MB)"),
-            ("memory slope", f"{summary.rss_slope_mb_per_h:+.1f} MB/hour"),
+            ("memory slope after warm-up / over its second half", f"{summary.rss_slope_mb_per_h:+.1f} / "
+                                                                   f"{summary.rss_slope_late_mb_per_h:+.1f} MB/hour"),
             ("threads", f"{summary.threads_min}..{summary.threads_max}"),
-            ("label latency p50, first / last quarter", f"{summary.latency_p50_first_ms:.0f} / "
-                                                         f"{summary.latency_p50_last_ms:.0f} ms"),
+            ("label latency, second half / first half (same size and settings)",
+             f"{summary.latency_drift:.2f}x ({summary.latency_drift_cases} combinations)"),
             ("frames in / labelled", f"{summary.frames_in} / {summary.frames_out}"),
             ("error counters at the end", ", ".join(f"{k} {v}" for k, v in summary.problems.items()) or "none"),
             ("samples at WARN / ERROR", f"{summary.warn_samples} / {summary.error_samples}")]
@@ -264,3 +284,8 @@ def format_summary(summary: Summary) -> str:
 
 def record(samples: Sequence[Sample], summary: Summary, settings: Settings) -> dict[str, Any]:
     return {"settings": asdict(settings), "summary": asdict(summary), "samples": [asdict(s) for s in samples]}
+
+
+def from_record(data: dict[str, Any]) -> tuple[list[Sample], Settings]:
+    """The samples and settings of a recorded run (the JSON of ``record``)."""
+    return [Sample(**s) for s in data["samples"]], Settings(**data["settings"])
