@@ -5,18 +5,20 @@
     ros2 launch segpp segpp.launch.py params_file:=/path/my_segpp.yaml namespace:=front
 
 Launch arguments left empty keep the value of the params file (config/segpp.yaml by default).
-With respawn:=true (the default) a node process that dies (a crash, a kill) is started again
+lifecycle:=true starts the managed node instead (unconfigured until `ros2 lifecycle set /segpp
+configure`; autostart:=true configures and activates it at start). With respawn:=true (the default) a node process that dies (a crash, a kill) is started again
 after respawn_delay seconds; one that refuses to start (exit code 78: a bad parameter or weights
 file, which a restart cannot fix) or exits cleanly is not.
 """
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction, RegisterEventHandler, TimerAction
 from launch.event_handlers import OnProcessExit
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
+
+from launch import LaunchDescription
 
 PACKAGE = "segpp"
 EXECUTABLE = "segpp_node"
@@ -30,13 +32,17 @@ PARAMETER_ARGUMENTS = {
 }
 
 
+def _true(text: str) -> bool:
+    return text.strip().lower() in ("true", "1", "yes", "on")
+
+
 def _node(context, *args, **kwargs):
     overrides = {}
     for name in PARAMETER_ARGUMENTS:
         value = LaunchConfiguration(name).perform(context)
         if value:
             overrides[name] = value
-    node = Node(
+    node_kwargs = dict(
         package=PACKAGE,
         executable=EXECUTABLE,
         name=NODE_NAME,
@@ -47,7 +53,12 @@ def _node(context, *args, **kwargs):
         output="screen",
         emulate_tty=True,
     )
-    if LaunchConfiguration("respawn").perform(context).lower() not in ("true", "1", "yes"):
+    if _true(LaunchConfiguration("lifecycle").perform(context)):
+        autostart = _true(LaunchConfiguration("autostart").perform(context))
+        node = LifecycleNode(**node_kwargs, arguments=["--lifecycle", *(["--autostart"] if autostart else [])])
+    else:
+        node = Node(**node_kwargs)
+    if not _true(LaunchConfiguration("respawn").perform(context)):
         return [node]
     delay = float(LaunchConfiguration("respawn_delay").perform(context))
 
@@ -72,6 +83,11 @@ def generate_launch_description():
                               description="start the node again when its process dies (not when it refuses to "
                                           "start or exits cleanly)"),
         DeclareLaunchArgument("respawn_delay", default_value="2.0", description="seconds before a respawn"),
+        DeclareLaunchArgument("lifecycle", default_value="false",
+                              description="a managed (lifecycle) node: unconfigured until configured with "
+                                          "ros2 lifecycle set"),
+        DeclareLaunchArgument("autostart", default_value="false",
+                              description="with lifecycle:=true, configure and activate at start"),
     ]
     arguments += [DeclareLaunchArgument(name, default_value="", description=text)
                   for name, text in PARAMETER_ARGUMENTS.items()]

@@ -80,20 +80,29 @@ def test_sink_arguments() -> None:
     assert (args.prefix, args.frames, args.save_every, args.out, args.timeout) == ("/robot/segpp", 3, 1, "out/demo", None)
 
 
-def test_demo_commands() -> None:
+def test_demo_commands(tmp_path) -> None:
     from segpp_ros.cli import demo
 
     args = demo.build_parser().parse_args(["--weights", "w.safetensors", "--device", "cpu", "--merge", "fast"])
     assert (args.frames, args.rate, args.max_side, args.timeout, args.out) == (24, 5.0, 512, 300.0, "out/demo")
-    node = demo.node_command(args, Path("config/segpp.yaml"))
+    node = demo.node_command(args, Path("config/segpp.yaml"), None)          # no ros2 command
     assert node[1:3] == ["-m", "segpp_ros.cli.node"]
     for pair in (["--params-file", "config/segpp.yaml"], ["-p", "max_side:=512"], ["-p", "merge.preset:=fast"],
                  ["-p", "weights:=w.safetensors"], ["-p", "device:=cpu"], ["-r", "image:=/camera/image"]):
         assert any(node[i:i + 2] == pair for i in range(len(node))), pair
+    args.out = str(tmp_path)
+    launched = demo.node_command(args, Path("config/segpp.yaml"), Path("/venv/bin/ros2"))
+    assert launched[:4] == ["/venv/bin/ros2", "launch", "segpp", "segpp.launch.py"]
+    assert {"image:=/camera/image", f"params_file:={tmp_path / 'demo_params.yaml'}", "weights:=w.safetensors",
+            "device:=cpu"} <= set(launched[4:])
+    import yaml
+
+    written = yaml.safe_load((tmp_path / "demo_params.yaml").read_text())["/**"]["ros__parameters"]
+    assert written == {"max_side": 512, "merge.preset": "fast"}
     cam = demo.camera_command(args)
     assert cam[1:3] == ["-m", "segpp_ros.cli.camera"] and cam[3:] == ["--topic", "/camera/image", "--rate", "5",
                                                                       "--frames", "0"]
-    assert demo.sink_command(args)[1:] == ["-m", "segpp_ros.cli.sink", "--frames", "24", "--out", "out/demo"]
+    assert demo.sink_command(args)[1:] == ["-m", "segpp_ros.cli.sink", "--frames", "24", "--out", str(tmp_path)]
 
 
 def test_demo_refuses_a_shared_network(monkeypatch, capsys) -> None:

@@ -61,9 +61,16 @@ class LaunchFile:
         return [c for c in self.calls if _call_name(c) == name]
 
     def node(self) -> ast.Call:
+        """The node's keyword arguments, as the dict(...) both actions (Node, LifecycleNode) unpack."""
         nodes = self.calls_of("Node")
-        assert len(nodes) == 1, "the launch file starts exactly one Node"
-        return nodes[0]
+        managed = self.calls_of("LifecycleNode")
+        assert len(nodes) == 1 and len(managed) == 1, "the launch file starts one Node or one LifecycleNode"
+        unpacked = {kw.value.id for call in (*nodes, *managed) for kw in call.keywords
+                    if kw.arg is None and isinstance(kw.value, ast.Name)}
+        assert len(unpacked) == 1, "both actions take the same keyword arguments"
+        kwargs = self.locals[unpacked.pop()]
+        assert _call_name(kwargs) == "dict", ast.unparse(kwargs)
+        return kwargs
 
     def keyword(self, call: ast.Call, name: str) -> ast.AST:
         for kw in call.keywords:
@@ -159,7 +166,8 @@ def test_remappings_are_the_node_inputs(launch: LaunchFile) -> None:
     node_py = NODE_PY.read_text()
     for topic in sources:
         assert f'"{topic}"' in node_py, f"node.py never names the topic {topic!r}"
-    assert "create_subscription(Image," in node_py and "create_subscription(CompressedImage," in node_py
+    assert "create_subscription(" in node_py and '(Image, "image")' in node_py
+    assert "(CompressedImage, self.input_topic)" in node_py
     # both targets follow the image:= launch argument
     for r in remaps.elts:
         target = r.elts[1]
@@ -218,7 +226,8 @@ def test_generate_launch_description() -> None:
     (opaque,) = [e for e in ld.entities if isinstance(e, OpaqueFunction)]
     node, respawn = opaque.execute(context)             # respawn:=true by default: an exit handler too
     assert node.node_package == "segpp" and node.node_executable == "segpp_node"
-    assert type(respawn).__name__ == "RegisterEventHandler"
-    context.launch_configurations["respawn"] = "false"
-    (alone,) = opaque.execute(context)
-    assert alone.node_package == "segpp"
+    assert type(node).__name__ == "Node" and type(respawn).__name__ == "RegisterEventHandler"
+    context.launch_configurations.update(respawn="false", lifecycle="true", autostart="true")
+    (managed,) = opaque.execute(context)
+    assert type(managed).__name__ == "LifecycleNode" and managed.node_package == "segpp"
+    assert [perform_substitutions(context, a) for a in managed.cmd[1:3]] == ["--lifecycle", "--autostart"]

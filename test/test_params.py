@@ -219,9 +219,11 @@ def test_descriptors() -> None:
         assert isinstance(d, ParameterDescriptor)
         assert d.name == spec.name
         assert d.read_only == spec.read_only
-        assert d.description.startswith(spec.description)
-        for choice in spec.choices:
-            assert repr(choice) in d.description
+        assert d.description == spec.description
+        if spec.choices:            # what `ros2 param describe` shows under Constraints
+            assert d.additional_constraints == "one of: " + ", ".join(repr(c) for c in spec.choices)
+        else:
+            assert d.additional_constraints == spec.constraint
         is_int = isinstance(spec.default, int) and not isinstance(spec.default, bool)
         if spec.low is not None and isinstance(spec.default, float):
             assert len(d.floating_point_range) == 1 and not d.integer_range
@@ -236,6 +238,9 @@ def test_descriptors() -> None:
 
     # spot checks
     assert descriptor(SPECS_BY_NAME["weights"]).read_only
+    assert not descriptor(SPECS_BY_NAME["weights"], read_only=False).read_only     # the managed node's
+    assert descriptor(SPECS_BY_NAME["device"]).additional_constraints == "auto, cpu, cuda or cuda:N"
+    assert descriptor(SPECS_BY_NAME["merge.stage1.q.cell"]).additional_constraints == "two positive integers [sy, sx]"
     assert not descriptor(SPECS_BY_NAME["merge.preset"]).read_only
     assert descriptor(SPECS_BY_NAME["overlay_alpha"]).floating_point_range[0].to_value == 1.0
     assert descriptor(SPECS_BY_NAME["max_side"]).integer_range[0].to_value == 8192

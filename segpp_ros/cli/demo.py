@@ -2,8 +2,9 @@
 
 Starts three processes and relays their output, each line prefixed with its name:
 
-    node    python -m segpp_ros.cli.node --ros-args --params-file config/segpp.yaml
-            -p max_side:=512 -p merge.preset:=none -r image:=/camera/image
+    node    ros2 launch segpp segpp.launch.py image:=/camera/image params_file:=OUT/demo_params.yaml
+            (max_side 512, merge.preset none; where there is no ros2 command:
+            python -m segpp_ros.cli.node --ros-args --params-file config/segpp.yaml -p ... -r ...)
     camera  python -m segpp_ros.cli.camera --topic /camera/image --rate 5 --frames 0
             (the bundled sample sequence, in a loop)
     sink    python -m segpp_ros.cli.sink --frames 24 --out out/demo
@@ -17,6 +18,7 @@ For segmentation without ROS, see segpp-offline.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -51,8 +53,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def node_command(args: argparse.Namespace, params_file: Path) -> list[str]:
-    """The segpp node with the shipped params file and the demo's overrides."""
+def ros2_command() -> Path | None:
+    """The ros2 command of this environment (make venv installs it where ../shared/ros2-tools is)."""
+    path = Path(sys.prefix) / "bin" / "ros2"
+    return path if path.exists() else None
+
+
+def node_command(args: argparse.Namespace, params_file: Path, ros2: Path | None) -> list[str]:
+    """The segpp node as users start it: ros2 launch with the demo's parameters in a params file of
+    its own (written next to the PNGs), or, without ros2, the node executable with the shipped
+    params file and -p overrides."""
+    if ros2 is not None:
+        demo_params = Path(args.out) / "demo_params.yaml"
+        demo_params.parent.mkdir(parents=True, exist_ok=True)
+        demo_params.write_text(f"/**:\n  ros__parameters:\n    max_side: {args.max_side}\n"
+                               f"    merge.preset: {json.dumps(args.merge)}\n")
+        cmd = [str(ros2), "launch", "segpp", "segpp.launch.py", "image:=/camera/image",
+               f"params_file:={demo_params}", "respawn:=false"]
+        return cmd + [f"{name}:={value}" for name, value in (("weights", args.weights), ("device", args.device))
+                      if value]
     cmd = [sys.executable, "-m", "segpp_ros.cli.node", "--ros-args", "--params-file", str(params_file),
            "-p", f"max_side:={args.max_side}", "-p", f"merge.preset:={args.merge}"]
     if args.weights:
@@ -148,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     children: list[Child] = []
     reason: str | None = "interrupted"
     try:
-        node = Child("node", node_command(args, params_file), env)
+        node = Child("node", node_command(args, params_file, ros2_command()), env)
         children.append(node)
         sink = Child("sink", sink_command(args), env)
         children.append(sink)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-USAGE = """usage: segpp_node [-h] [--ros-args ...]
+USAGE = """usage: segpp_node [-h] [--lifecycle [--autostart]] [--ros-args ...]
 
 The segpp ROS 2 node: sensor_msgs/Image on `image` (or CompressedImage on `image/compressed`
 with transport:=compressed) in; ~/label, ~/color, ~/overlay, ~/label_info, ~/keypoints,
@@ -17,6 +17,10 @@ description, is in the package's config/segpp.yaml (also: segpp-params --markdow
 
     segpp_node --ros-args --params-file config/segpp.yaml -r image:=/camera/image \\
         -p merge.preset:=fast
+
+--lifecycle   a managed node: unconfigured until `ros2 lifecycle set /segpp configure`, then
+              activate / deactivate / cleanup / shutdown (see segpp_ros/ros/lifecycle.py)
+--autostart   with --lifecycle: configure and activate at start
 """
 
 
@@ -29,9 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     from ..ros.spin import StopSignals
 
     signals = StopSignals().install()
+    unknown = [a for a in ours if a not in ("--lifecycle", "--autostart")]
+    if unknown or ("--autostart" in ours and "--lifecycle" not in ours):
+        print(f"segpp_node: unknown or misplaced arguments {unknown or ['--autostart']}; ROS arguments go after "
+              "--ros-args\n" + USAGE, file=sys.stderr, end="")
+        return 2
     from ..ros.node import run  # the heavy imports: torch, rclpy, OpenCV, the model
 
-    return run(args, signals)
+    return run(args, signals, lifecycle="--lifecycle" in ours, autostart="--autostart" in ours)
 
 
 if __name__ == "__main__":

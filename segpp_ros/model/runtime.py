@@ -36,3 +36,16 @@ def keep_freed_memory() -> bool:
         return False
     return (bool(mallopt(_M_ARENA_MAX, 1)) and bool(mallopt(_M_MMAP_MAX, 0))
             and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)))
+
+
+def release_freed_memory() -> bool:
+    """Hand the heap's free memory back to the OS (glibc malloc_trim), which keep_freed_memory()
+    otherwise keeps for reuse: after a model is dropped on purpose (a lifecycle cleanup), its
+    memory should leave the process. Returns False where this is not glibc."""
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        return bool(ctypes.CDLL(name).malloc_trim(0))
+    except (OSError, AttributeError):
+        return False

@@ -6,6 +6,7 @@ private network namespace (tools/netns-run).
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -24,15 +25,20 @@ def node_executable() -> Path:
     return Path(get_package_prefix("segpp")) / "lib" / "segpp" / "segpp_node"
 
 
+def write_params_file(path: Path, params: dict[str, Any]) -> Path:
+    """A ROS 2 params file that applies ``params`` to any node (``/**``), as a user writes one."""
+    lines = ["/**:", "  ros__parameters:"]
+    lines += [f"    {k}: {json.dumps(v)}" for k, v in params.items()]  # JSON scalars and lists are YAML
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 class NodeProcess:
     """The segpp node started like launch_ros does: executable, --ros-args, params files, remaps."""
 
     def __init__(self, log_dir: Path, params: dict[str, Any], remaps: dict[str, str], name: str = "segpp",
                  params_file: Path | None = None, env: dict[str, str] | None = None) -> None:
-        overrides = log_dir / f"{name}_overrides.yaml"
-        lines = ["/**:", "  ros__parameters:"]
-        lines += [f"    {k}: {_yaml(v)}" for k, v in params.items()]
-        overrides.write_text("\n".join(lines) + "\n")
+        overrides = write_params_file(log_dir / f"{name}_overrides.yaml", params)
         self.cmd = [str(node_executable()), "--ros-args", "-r", f"__node:={name}",
                     "--params-file", str(params_file or share_file("config", "segpp.yaml")), "--params-file", str(overrides)]
         for src, dst in remaps.items():
@@ -126,14 +132,6 @@ class ProcessGroup:
         code = self.wait(10)
         self._log_file.close()
         return code
-
-
-def _yaml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value + '"'
-    return str(value)
 
 
 class Probe:

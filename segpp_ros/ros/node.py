@@ -3,7 +3,8 @@
 A thin rclpy adapter over the inference core (segpp_ros.inference): parameters come from
 segpp_ros.ros.params, messages from segpp_ros.ros.conversions. Frames go through a keep-latest slot
 to one inference thread, so the executor never waits on the network and no stale frame
-is ever queued.
+is ever queued. SegppBehaviour holds what the node does; SegppNode runs it as a plain node
+(configured and active from the start), segpp_ros.ros.lifecycle as a managed (lifecycle) node.
 
     ros2 run segpp segpp_node --ros-args --params-file config/segpp.yaml -r image:=/camera/image
 """
@@ -34,10 +35,10 @@ from rclpy.signals import SignalHandlerOptions  # noqa: E402
 from segpp.msg import LabelInfo  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
-from ..model.runtime import keep_freed_memory  # noqa: E402
+from ..model.runtime import keep_freed_memory, release_freed_memory  # noqa: E402
 from . import faults  # noqa: E402
 from .conversions import ImageFormatError, array_to_image, compressed_to_rgb, image_to_rgb, label_encoding  # noqa: E402
-from .health import ERROR, FUTURE_TOLERANCE_S, OK, Health, Stage  # noqa: E402
+from .health import ERROR, FUTURE_TOLERANCE_S, OK, Health, Stage, Verdict  # noqa: E402
 from .params import ALL_SPECS, SPECS_BY_NAME, ParamSpec, Snapshot, validate_changes  # noqa: E402
 from .pose_stage import PoseJob, PoseLoadError, PoseOutput  # noqa: E402
 from .realtime import Counters, SlotWorker, Window  # noqa: E402
@@ -56,10 +57,15 @@ class StartupError(RuntimeError):
     """The node cannot start (bad parameter, weights that do not load); the message says why."""
 
 
-def descriptor(spec: ParamSpec) -> ParameterDescriptor:
-    """The ROS descriptor of one parameter: description, choices, range, read-only."""
-    text = spec.description + (f" (one of: {', '.join(repr(c) for c in spec.choices)})" if spec.choices else "")
-    d = ParameterDescriptor(name=spec.name, description=text, read_only=spec.read_only)
+def descriptor(spec: ParamSpec, read_only: bool | None = None) -> ParameterDescriptor:
+    """The ROS descriptor of one parameter: description, choices (also as additional_constraints,
+    which `ros2 param describe` shows), range, read-only (``read_only`` overrides the spec's)."""
+    d = ParameterDescriptor(name=spec.name, description=spec.description,
+                            read_only=spec.read_only if read_only is None else read_only)
+    if spec.choices:
+        d.additional_constraints = "one of: " + ", ".join(repr(c) for c in spec.choices)
+    elif spec.constraint:
+        d.additional_constraints = spec.constraint
     if spec.low is not None and isinstance(spec.default, float):
         d.floating_point_range = [FloatingPointRange(from_value=float(spec.low), to_value=float(spec.high), step=0.0)]
     elif spec.low is not None and isinstance(spec.default, int) and not isinstance(spec.default, bool):
@@ -79,14 +85,30 @@ def _stamp_ns(header: Any) -> int:
     return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
 
 
-class SegppNode(Node):
-    def __init__(self, stop: threading.Event | None = None, **kwargs: Any) -> None:
+class SegppBehaviour:
+    """What the segpp node does, mixed into an rclpy Node (SegppNode: configured and active from
+    the start) or LifecycleNode (segpp_ros.ros.lifecycle: the same steps as its transitions):
+
+        _declare     parameters, counters, /diagnostics                 construction
+        _configure   models, publishers, warm-up, worker threads         configure
+        _activate    the input subscription; publishing starts           activate
+        _deactivate  publishing stops, the subscription and waiting frame go   deactivate
+        _cleanup     worker threads stopped, publishers and models freed      cleanup
+
+    The methods below rely on the Node API of the class they are mixed into.
+    """
+
+    # read-only parameters (weights, device, ...) are refused by rclpy itself; the managed node
+    # declares them changeable and refuses them unless it is unconfigured
+    READ_ONLY_DESCRIPTORS = True
+
+    def _declare(self, stop: threading.Event | None) -> None:
         """stop: set when the process is asked to stop; a warm-up in progress ends early."""
-        super().__init__(NODE_NAME, **kwargs)
         self._stop_requested = stop or threading.Event()
         for spec in ALL_SPECS:
             try:
-                self.declare_parameter(spec.name, spec.default, descriptor(spec))
+                self.declare_parameter(spec.name, spec.default,
+                                       descriptor(spec, spec.read_only and self.READ_ONLY_DESCRIPTORS))
             except (InvalidParameterTypeException, InvalidParameterValueException) as err:
                 # an override from --ros-args or a params file that the descriptor refuses
                 raise StartupError(f"bad parameter {spec.name}: {err}. Fix it in the params file or the "
@@ -108,14 +130,38 @@ class SegppNode(Node):
         self._last_log: dict[str, float] = {}
         self._log_lock = threading.Lock()
         self._closing = threading.Event()  # set at shutdown: nothing is published from then on
+        self._active = threading.Event()   # set while active: labels and keypoints are published
         self._inject_faults = faults.enabled()
-        self.segmenter = self._load_segmenter(self.values.merge)
-        self._applied_merge = self.values.merge  # the snapshot's merge object the worker applied last
+        self.segmenter: Any = None         # the models and threads exist while configured
+        self.pose: PoseOutput | None = None
+        self.worker: SlotWorker[Frame] | None = None
+        self._subscription: Any = None
+        self._image_publishers: list[Any] = []
+        self.health = Health()
+        self.input_topic = (self._compressed_topic() if self.values["transport"] == "compressed"
+                            else self.resolve_topic_name("image"))
+        self.add_on_set_parameters_callback(self._check_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
+        self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(self.values["diagnostics_period"], self._publish_diagnostics)
 
-        qos = QoSProfile(
+    def _qos(self) -> QoSProfile:
+        return QoSProfile(
             history=HistoryPolicy.KEEP_LAST, depth=self.values["qos.depth"],
             reliability=(ReliabilityPolicy.RELIABLE if self.values["qos.reliability"] == "reliable"
                          else ReliabilityPolicy.BEST_EFFORT))
+
+    def _configure(self) -> None:
+        """Load and warm up the models, create the publishers, start the worker threads; raises
+        StartupError (leaving nothing behind) when the models cannot be loaded."""
+        segmenter = self._load_segmenter(self.values.merge)
+        try:
+            pose = PoseOutput(self, segmenter.classes)
+        except (PoseLoadError, ValueError) as err:
+            raise StartupError(str(err)) from None
+        self.segmenter, self.pose = segmenter, pose
+        self._applied_merge = self.values.merge  # the snapshot's merge object the worker applied last
+        qos = self._qos()
         events = PublisherEventCallbacks(incompatible_qos=self._on_incompatible_qos)
         self.pub_label = self.create_publisher(Image, "~/label", qos, event_callbacks=events)
         self.pub_color = self.create_publisher(Image, "~/color", qos, event_callbacks=events)
@@ -123,34 +169,65 @@ class SegppNode(Node):
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.pub_label_info = self.create_publisher(LabelInfo, "~/label_info", latched)
-        self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._publish_label_info()
-        try:
-            self.pose = PoseOutput(self, self.segmenter.classes)
-        except (PoseLoadError, ValueError) as err:
-            raise StartupError(str(err)) from None
-
+        self._image_publishers = [self.pub_label, self.pub_color, self.pub_overlay, self.pub_label_info]
+        self.pose.create_publishers()
         self._warm_up()
-        self.add_on_set_parameters_callback(self._check_parameters)
-        self.add_post_set_parameters_callback(self._apply_parameters)
-
         self.health = Health()  # its "no image for N s" clock starts now, after loading and warm-up
-        self.worker: SlotWorker[Frame] = SlotWorker("segpp-inference", self._process, self._frame_failed)
+        self.worker = SlotWorker("segpp-inference", self._process, self._frame_failed)
         self.worker.start()
         self.pose.start()
 
+    def _activate(self) -> None:
+        """Subscribe and publish: the latched class and keypoint tables first."""
         sub_events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
-        if self.values["transport"] == "compressed":
-            self.input_topic = self._compressed_topic()
-            self.create_subscription(CompressedImage, self.input_topic, self._on_image, qos,
-                                     event_callbacks=sub_events)
-        else:
-            self.input_topic = self.resolve_topic_name("image")
-            self.create_subscription(Image, "image", self._on_image, qos, event_callbacks=sub_events)
-        self.create_timer(self.values["diagnostics_period"], self._publish_diagnostics)
+        kind, topic = ((CompressedImage, self.input_topic) if self.values["transport"] == "compressed"
+                       else (Image, "image"))
+        self._active.set()
+        self._publish_label_info()
+        self.pose.publish_info()
+        self.health = Health()
+        self._subscription = self.create_subscription(kind, topic, self._on_image, self._qos(),
+                                                      event_callbacks=sub_events)
         self.get_logger().info(
             f"segmenting {self.input_topic} ({self.values['transport']}) with {self.segmenter.describe()} "
             f"on {self.segmenter.device}, merge '{self.values.merge.name}'")
+
+    def _deactivate(self) -> None:
+        """Stop publishing at once (a frame in progress publishes nothing) and drop the input."""
+        self._active.clear()
+        if self._subscription is not None:
+            self.destroy_subscription(self._subscription)
+            self._subscription = None
+        if self.worker is not None:
+            self.worker.slot.take(timeout=0)   # the frame waiting in the slot is dropped too
+
+    def _cleanup(self, timeout: float = SHUTDOWN_TIMEOUT_S) -> bool:
+        """Stop the workers (one shared deadline), destroy the publishers, free the models (and
+        the CUDA cache); True when every worker ended in time."""
+        finished = self._stop_workers(timeout)
+        for publisher in self._image_publishers:
+            self.destroy_publisher(publisher)
+        self._image_publishers = []
+        if self.pose is not None:
+            self.pose.destroy_publishers()
+        device = getattr(self.segmenter, "device", None)
+        self.segmenter = self.pose = self.worker = None
+        import gc
+
+        gc.collect()
+        if device is not None and device.type == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+        release_freed_memory()
+        return finished
+
+    def _stop_workers(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        workers = [w for w in (self.worker, self.pose.worker if self.pose else None) if w is not None]
+        for worker in workers:
+            worker.stop()
+        return all([worker.join(deadline) for worker in workers])
 
     # -- start-up ---------------------------------------------------------------------------------
     @staticmethod
@@ -208,11 +285,13 @@ class SegppNode(Node):
         return self.resolve_topic_name("image") + "/compressed"
 
     def _publish_label_info(self) -> None:
-        msg = LabelInfo(class_names=list(self.segmenter.classes),
-                        palette=self.segmenter.palette.reshape(-1).astype(np.uint8).tolist(),
-                        model=self.segmenter.describe(), weights=self.segmenter.weights)
-        msg.header.stamp = self.get_clock().now().to_msg()
-        self.pub_label_info.publish(msg)
+        def build() -> LabelInfo:
+            msg = LabelInfo(class_names=list(self.segmenter.classes),
+                            palette=self.segmenter.palette.reshape(-1).astype(np.uint8).tolist(),
+                            model=self.segmenter.describe(), weights=self.segmenter.weights)
+            msg.header.stamp = self.get_clock().now().to_msg()
+            return msg
+        self.publish(self.pub_label_info, build)
 
     # -- parameters -------------------------------------------------------------------------------
     def _check_parameters(self, params: list[Parameter]) -> SetParametersResult:
@@ -221,8 +300,14 @@ class SegppNode(Node):
         for p in params:
             spec = SPECS_BY_NAME.get(p.name)
             changes[p.name] = self._typed(spec, p.value) if spec else p.value
-        reason = validate_changes(self.values, changes) or self.pose.check({**self.values, **changes})
+        reason = (validate_changes(self.values, changes, reload_allowed=self._reload_allowed())
+                  or (self.pose.check({**self.values, **changes}) if self.pose is not None else None))
         return SetParametersResult(successful=reason is None, reason=reason or "")
+
+    def _reload_allowed(self) -> bool:
+        """Whether read-only parameters (weights, device, ...) may change now: never for the
+        plain node; while unconfigured for the managed one."""
+        return False
 
     def _apply_parameters(self, params: list[Parameter]) -> None:
         changes = {p.name: self._typed(SPECS_BY_NAME[p.name], p.value) for p in params if p.name in SPECS_BY_NAME}
@@ -232,7 +317,7 @@ class SegppNode(Node):
         # one new snapshot, swapped in whole: a frame reads either all of this change or none of it;
         # the workers apply a new merge object between frames
         self.values = previous.changed(changes)
-        if changes.get("pose.enable") and not previous["pose.enable"]:
+        if changes.get("pose.enable") and not previous["pose.enable"] and self.pose is not None:
             self.pose.retry_load()
         if self.values.merge is not previous.merge:
             self.get_logger().info(f"merge -> {self.values.merge.name!r} from the next frame")
@@ -321,10 +406,11 @@ class SegppNode(Node):
             return array_to_image(overlay, header, "rgb8")
         self.publish(self.pub_overlay, build)
 
-    def publish(self, publisher: Any, build: Any) -> None:
-        """Publish ``build()`` unless the node is shutting down; DDS refusing a sample under load is
-        counted and logged, never raised."""
-        if self._closing.is_set():
+    def publish(self, publisher: Any, build: Any, always: bool = False) -> None:
+        """Publish ``build()`` while active (``always``: also while configured or unconfigured, as
+        /diagnostics), never once shutting down; DDS refusing a sample under load is counted and
+        logged, never raised."""
+        if self._closing.is_set() or not (always or self._active.is_set()):
             return
         msg = build()
         try:
@@ -359,13 +445,12 @@ class SegppNode(Node):
                             "to match the camera")
 
     # -- diagnostics ------------------------------------------------------------------------------
-    def _stages(self) -> list[tuple[Stage, SlotWorker]]:
+    def _stages(self) -> list[Stage]:
         """The worker threads the watchdog looks after, inference first."""
-        stages = [(Stage("inference", self.worker.alive, self.worker.busy_since, self.latency.percentile(95)),
-                   self.worker)]
+        stages = [Stage("inference", self.worker.alive, self.worker.busy_since, self.latency.percentile(95))]
         if self.values["pose.enable"] and self.values["pose.own_thread"]:
             pose = self.pose.worker
-            stages.append((Stage("keypoints", pose.alive, pose.busy_since, self.pose.latency.percentile(95)), pose))
+            stages.append(Stage("keypoints", pose.alive, pose.busy_since, self.pose.latency.percentile(95)))
         return stages
 
     def _restart_dead_workers(self) -> None:
@@ -376,14 +461,24 @@ class SegppNode(Node):
                     stage = "inference" if worker is self.worker else "keypoints"
                     self.health.died(stage, reason, worker.restarts)
 
+    def _idle_verdict(self) -> Verdict | None:
+        """The status of a node that is not segmenting on purpose (the managed node while
+        unconfigured or inactive); None while active."""
+        return None
+
     def status(self) -> DiagnosticStatus:
         """One DiagnosticStatus: the watchdog's verdict, rates, latencies, drops, bad inputs and the
         active configuration."""
         now = time.monotonic()
+        name = f"{self.get_fully_qualified_name()}: segmentation"
+        idle = self._idle_verdict()
+        if self.segmenter is None:
+            return DiagnosticStatus(level=bytes([idle.level]), name=name, message=idle.message,
+                                    values=[KeyValue(key="weights", value=self.values["weights"]),
+                                            KeyValue(key="device", value=self.values["device"])])
         self._restart_dead_workers()
         values = self.values
-        verdict = self.health.verdict([stage for stage, _ in self._stages()], values["no_image_warning"],
-                                      self.input_topic, now)
+        verdict = idle or self.health.verdict(self._stages(), values["no_image_warning"], self.input_topic, now)
         if verdict.level != OK:
             self.log_throttled(f"health_{verdict.level}", verdict.message, error=verdict.level == ERROR)
         counts = dict(self.counters)
@@ -409,7 +504,7 @@ class SegppNode(Node):
             "input_topic": self.input_topic, "weights": self.segmenter.weights,
             **self.pose.status(values),
         }
-        return DiagnosticStatus(level=bytes([verdict.level]), name=f"{self.get_fully_qualified_name()}: segmentation",
+        return DiagnosticStatus(level=bytes([verdict.level]), name=name,
                                 message=verdict.message, hardware_id=str(self.segmenter.device),
                                 values=[KeyValue(key=k, value=v) for k, v in fields.items()])
 
@@ -423,35 +518,49 @@ class SegppNode(Node):
             msg = DiagnosticArray(status=[status])
             msg.header.stamp = self.get_clock().now().to_msg()
             return msg
-        self.publish(self.pub_diagnostics, build)
+        self.publish(self.pub_diagnostics, build, always=True)
 
     def close(self, timeout: float = SHUTDOWN_TIMEOUT_S) -> bool:
         """Stop publishing, ask every worker to stop, and wait for them until one shared deadline;
         True when all of them ended (a worker still inside a long forward pass may not)."""
         self._closing.set()
-        deadline = time.monotonic() + timeout
-        workers = (self.worker, self.pose.worker)
-        for worker in workers:
-            worker.stop()
-        return all([worker.join(deadline) for worker in workers])
+        return self._stop_workers(timeout)
 
 
-def run(args: list[str], signals: StopSignals) -> int:
+class SegppNode(SegppBehaviour, Node):
+    """The plain node: configured and active from construction to shutdown."""
+
+    def __init__(self, stop: threading.Event | None = None, **kwargs: Any) -> None:
+        Node.__init__(self, NODE_NAME, **kwargs)
+        self._declare(stop)
+        self._configure()
+        self._activate()
+
+
+def run(args: list[str], signals: StopSignals, lifecycle: bool = False, autostart: bool = False) -> int:
     """The node process: init rclpy, spin until ``signals`` asks for a stop, shut down within
     SHUTDOWN_TIMEOUT_S. Exit codes: 0 after a stop request, EXIT_REFUSED (78) when the node refuses
     to start (the reason is its one fatal log line).
 
     ``signals`` must be installed before anything slow (imports, loading): SIGINT/SIGTERM, once or
     repeatedly, at any moment then only ask for a stop: no KeyboardInterrupt in a thread join, no
-    traceback, exit code 0 (segpp_ros.cli.node installs them first thing)."""
+    traceback, exit code 0 (segpp_ros.cli.node installs them first thing). ``lifecycle``: run the
+    managed node (segpp_ros.ros.lifecycle), which ends when it is shut down (finalized), and
+    configures and activates itself at start with ``autostart``."""
     keep_freed_memory()  # before DDS and the inference worker start their threads (see its docstring)
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
     code = 0
     finished = True
     try:
-        node = SegppNode(stop=signals.event)
-        spin_until_stopped(node, None, signals.event)
+        if lifecycle:
+            from .lifecycle import SegppLifecycleNode
+
+            node = SegppLifecycleNode(stop=signals.event, autostart=autostart)
+            spin_until_stopped(node, node.finalized, signals.event)
+        else:
+            node = SegppNode(stop=signals.event)
+            spin_until_stopped(node, None, signals.event)
     except StartupError as err:
         rclpy.logging.get_logger(NODE_NAME).fatal(str(err))
         code = EXIT_REFUSED

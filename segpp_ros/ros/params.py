@@ -24,7 +24,8 @@ class ParamSpec:
     """One parameter. read_only: changing it needs a reload (set it at start).
 
     choices restricts strings; low/high bound numbers (inclusive); check returns a reason
-    string for an invalid value, worded to follow the parameter's name (None when valid).
+    string for an invalid value, worded to follow the parameter's name (None when valid), and
+    constraint says in words what check accepts (ROS's additional_constraints).
     """
 
     name: str
@@ -35,6 +36,7 @@ class ParamSpec:
     low: float | None = None
     high: float | None = None
     check: Callable[[Any], str | None] | None = None
+    constraint: str = ""
 
     def validate(self, value: Any) -> str | None:
         """None when value is acceptable, else the reason (names the parameter and the fix)."""
@@ -94,7 +96,8 @@ def merge_specs(prefix: str, what: str) -> list[ParamSpec]:
                 ParamSpec(f"{base}.ratio", 0.0, f"custom merging only, bsm: fraction of stage {i} {role} removed",
                           low=0.0, high=0.99),
                 ParamSpec(f"{base}.cell", [2, 2], f"custom merging only: grid cell [sy, sx] for stage {i} {role} "
-                          "(bsm: one destination per cell; n2d: cell averaged)", check=_cell),
+                          "(bsm: one destination per cell; n2d: cell averaged)", check=_cell,
+                          constraint="two positive integers [sy, sx]"),
             ]
     return specs
 
@@ -117,7 +120,7 @@ SEGMENTATION_SPECS: list[ParamSpec] = [
     ParamSpec("variant", "", "expected MiT variant (b0..b5); empty accepts what the weights hold, otherwise a "
               "mismatch stops the node at start", read_only=True, choices=("", "b0", "b1", "b2", "b3", "b4", "b5")),
     ParamSpec("device", "auto", "auto (first CUDA device, else CPU), cpu, cuda or cuda:N", read_only=True,
-              check=_device),
+              check=_device, constraint="auto, cpu, cuda or cuda:N"),
     ParamSpec("precision", "fp32", "network precision; fp16 is for CUDA, bf16 for CPUs/GPUs that support it",
               read_only=True, choices=("fp32", "fp16", "bf16")),
     ParamSpec("threads", 0, "CPU threads for inference (0: PyTorch's default)", read_only=True, low=0, high=256),
@@ -147,7 +150,8 @@ POSE_SPECS: list[ParamSpec] = [
               "components of the person classes in the label image) or 'whole_frame' (one person filling "
               "the image, e.g. a pre-cropped camera)", choices=("segmentation", "whole_frame")),
     ParamSpec("pose.person_classes", "person,rider", "segmentation classes that are persons: names (from "
-              "~/label_info) or class IDs, comma-separated", read_only=True, check=_class_list),
+              "~/label_info) or class IDs, comma-separated", read_only=True, check=_class_list,
+              constraint="class names or IDs, comma-separated, at least one"),
     ParamSpec("pose.padding", 1.25, "box enlargement of each person crop (1.25: the box plus a quarter)",
               low=1.0, high=3.0),
     ParamSpec("pose.min_box_area", 400, "person components smaller than this many image pixels are ignored",
@@ -196,15 +200,17 @@ def defaults(specs: Sequence[ParamSpec] = ALL_SPECS) -> dict[str, Value]:
 
 
 def validate_changes(current: Mapping[str, Any], changes: Mapping[str, Any],
-                     specs: Mapping[str, ParamSpec] = SPECS_BY_NAME) -> str | None:
+                     specs: Mapping[str, ParamSpec] = SPECS_BY_NAME, reload_allowed: bool = False) -> str | None:
     """Why a set of changes must be rejected (None: accept). Checks each value, read-only
-    parameters, and that the merge configurations they lead to can be built."""
+    parameters (allowed with ``reload_allowed``: the managed node while unconfigured), and that
+    the merge configurations they lead to can be built."""
     for name, value in changes.items():
         spec = specs.get(name)
         if spec is None:
             continue  # not ours (e.g. use_sim_time): rclpy handles it
-        if spec.read_only:
-            return f"{name} is read-only (it needs a reload): set it at start with --ros-args -p {name}:=..."
+        if spec.read_only and not reload_allowed:
+            return (f"{name} is read-only (it needs a reload): set it at start with --ros-args -p {name}:=..., "
+                    "or, on the managed node (lifecycle:=true), while it is unconfigured")
         reason = spec.validate(value)
         if reason:
             return reason

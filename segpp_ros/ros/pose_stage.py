@@ -81,13 +81,31 @@ class PoseOutput:
         self.latency = Window()
         self.persons_last = 0
         self.worker: SlotWorker[PoseJob] = SlotWorker("segpp-pose", self._handle, self._failed)
+        self._publishers: list[Any] = []
+        if values["pose.enable"]:
+            self.load(values)  # before any publisher exists: a failure leaves nothing behind
+
+    def create_publishers(self) -> None:
+        node = self.node
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.pub_keypoints = node.create_publisher(PersonKeypointsArray, "~/keypoints", reliable)
         self.pub_markers = node.create_publisher(MarkerArray, "~/markers", reliable)
         self.pub_info = node.create_publisher(KeypointInfo, "~/keypoint_info", QoSProfile(
             depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
-        if values["pose.enable"]:
-            self.load(values)
+        self._publishers = [self.pub_keypoints, self.pub_markers, self.pub_info]
+
+    def destroy_publishers(self) -> None:
+        for publisher in self._publishers:
+            self.node.destroy_publisher(publisher)
+        self._publishers = []
+
+    def publish_info(self) -> None:
+        """~/keypoint_info (latched), once a model is loaded: at activation and after a live load."""
+        estimator = self.estimator
+        if estimator is not None:
+            self.node.publish(self.pub_info, lambda: keypoint_info_message(
+                estimator.keypoint_names, estimator.skeleton, estimator.flip_pairs,
+                self.node.get_clock().now().to_msg()))
 
     def load(self, values: Snapshot) -> PoseEstimator:
         """Load the pose model (at start, or on the first frame after pose.enable turns true).
@@ -109,8 +127,8 @@ class PoseOutput:
             raise PoseLoadError(self.load_failure) from None
         self.estimator = estimator
         self._applied_merge = values.pose_merge
-        self.node.publish(self.pub_info, lambda: keypoint_info_message(
-            estimator.keypoint_names, estimator.skeleton, estimator.flip_pairs, self.node.get_clock().now().to_msg()))
+        if self._publishers:
+            self.publish_info()  # loaded live: tell the subscribers now
         self.node.get_logger().info(f"pose: {estimator.describe()}, merge '{estimator.model.merge.name}'")
         return estimator
 
