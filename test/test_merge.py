@@ -194,3 +194,35 @@ def test_cached_merge_indices_from_inference_mode_serve_training() -> None:
         model.train()
         model(x).sum().backward()
         model.eval()
+
+
+def test_an_all_zero_token_is_not_merged_first() -> None:
+    """Cosine similarity of an all-zero token used to be NaN, which sorts as the most similar: the
+    zero token was merged before any real pair. With the epsilon it is the least similar."""
+    setting = TokenMerge("bsm", 1 / 64, (2, 2))           # r = 1: only the most similar source merges
+    x = torch.randn(1, 8 * 8, 16)
+    x[0, 1] = x[0, 0] * 1.01                               # source 1 is nearly its destination 0
+    x[0, 9] = 0                                            # source 9: an all-zero token
+    m = bipartite_soft_matching_2d(x, 8, 8, setting)
+    back = m.unmerge(m.merge(x))
+    assert torch.equal(back[0, 9], x[0, 9])                # the zero token kept to itself
+    torch.testing.assert_close(back[0, 1], (x[0, 0] + x[0, 1]) / 2)
+
+
+def test_16_bit_features_are_matched_like_their_float32_values() -> None:
+    """Cosine scores near 1 differ by less than float16's resolution (5e-4): computed in 16 bits
+    they tie, and which sources merge depended on the sort. Matched in float32, half-precision
+    features merge exactly as the same values in float32 do."""
+    setting = TokenMerge("bsm", 1 / 64, (2, 2))           # r = 1: the single most similar source
+    base = torch.zeros(16)
+    base[0] = 1.0
+    x = torch.randn(1, 64, 16) * 0.5
+    for k, src in enumerate((1, 3, 5, 7, 17, 19)):         # sources of destinations 0, 2, 4, 6, 16, 18
+        x[0, src - 1] = base
+        x[0, src] = base
+        x[0, src, 1] = 0.01 * (6 - k)                       # cos = 1 - eps^2 / 2: all within 2e-3; the later, the closer
+    half = x.to(torch.float16)
+    merged16 = bipartite_soft_matching_2d(half, 8, 8, setting)
+    merged32 = bipartite_soft_matching_2d(half.float(), 8, 8, setting)
+    probe = torch.arange(64.0).view(1, 64, 1)
+    assert torch.equal(merged16.unmerge(merged16.merge(probe)), merged32.unmerge(merged32.merge(probe)))

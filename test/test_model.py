@@ -118,3 +118,32 @@ def test_bf16_forward_stays_close_to_fp32() -> None:
         out = model.to(torch.bfloat16)(x.to(torch.bfloat16)).float()
     assert out.shape == ref.shape
     assert (out - ref).abs().max() <= 0.1 * ref.abs().max()
+
+
+def test_folding_for_inference_is_exact_cast_once_and_never_saved(tmp_path) -> None:
+    """BatchNorms folded (and the reduction weight reshaped) once, in float32: the same logits as
+    folding every forward; cast with the model; not in the state dict; dropped for training."""
+    from segpp_ros.model import load_model, save_model
+
+    for head in ("mmseg", "hf"):
+        model = randomize_batchnorm(build_model(TINY, num_classes=5, head=head)).eval()
+        x = torch.randn(1, 3, 64, 96)
+        with torch.inference_mode():
+            per_forward = model(x)
+            model.fold_for_inference()
+            folded = model(x)
+        assert torch.equal(folded, per_forward)
+        names = {n for n, _ in model.named_buffers()}
+        assert any(n.startswith("head.folded") for n in names) and any("folded_sr_weight" in n for n in names)
+        assert not any("folded" in k for k in model.state_dict())
+        model.head.fuse.bn.running_var.mul_(4) if head == "mmseg" else model.head.bn.running_var.mul_(4)
+        with torch.inference_mode():
+            assert torch.equal(model(x), folded)              # folded values stay until refolded
+        model.train()
+        assert not any("folded" in n for n, _ in model.named_buffers())
+        model.eval()
+        with torch.inference_mode():
+            assert not torch.equal(model(x), folded)          # per forward again: sees the new statistics
+        save_model(model, tmp_path / f"{head}.safetensors")
+        loaded = load_model(tmp_path / f"{head}.safetensors").fold_for_inference().to(torch.bfloat16)
+        assert all(b.dtype == torch.bfloat16 for n, b in loaded.named_buffers() if "folded" in n)

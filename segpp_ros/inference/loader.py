@@ -33,5 +33,8 @@ def load_for_inference(weights: str | os.PathLike | None, task: str, device: str
         weights = default_weights(task)
     keep_freed_memory()
     dtype = PRECISIONS[precision]
-    # the task check makes a checkpoint of the other task a CheckpointError naming the file
-    return load_model(weights, task=task, device=dev, dtype=dtype), dev, dtype, str(weights)
+    # the task check makes a checkpoint of the other task a CheckpointError naming the file;
+    # loaded in float32 on the CPU so the folded inference tensors are computed at full
+    # precision, then cast once
+    model = load_model(weights, task=task).fold_for_inference()
+    return model.to(device=dev, dtype=dtype), dev, dtype, str(weights)

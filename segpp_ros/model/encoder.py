@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .folding import Foldable
 from .layout import grid_to_tokens, tokens_to_grid
 from .merge import StageMerge, compute_merge
 from .spec import MiTSpec, NormEps
@@ -34,15 +35,17 @@ class PatchEmbed(nn.Module):
         return self.norm(grid_to_tokens(x)), h, w
 
 
-class Attention(nn.Module):
+class Attention(Foldable):
     """Efficient self-attention with spatially reduced keys/values and optional token merging.
 
     Queries may be merged (and the output unmerged); keys/values may be merged after the
-    spatial reduction. ``merge`` is runtime configuration, not a parameter.
+    spatial reduction. ``merge`` is runtime configuration, not a parameter. Folded for
+    inference: the reduction conv's weight as the patch matmul's [C, s*s*C] matrix.
     """
 
     def __init__(self, dim: int, heads: int, sr_ratio: int, embed_eps: float) -> None:
         super().__init__()
+        self.FOLDED = ("folded_sr_weight",) if sr_ratio > 1 else ()
         self.heads = heads
         self.q = nn.Linear(dim, dim)
         self.kv = nn.Linear(dim, 2 * dim)
@@ -69,8 +72,13 @@ class Attention(nn.Module):
                              "feed images of at least 32x32 pixels")
         grid = x.view(B, h, w, C)[:, :kh * s, :kw * s]
         patches = grid.reshape(B, kh, s, kw, s, C).permute(0, 1, 3, 2, 4, 5).reshape(B, kh * kw, s * s * C)
-        weight = self.sr.weight.permute(0, 2, 3, 1).reshape(C, s * s * C)   # (out, ky, kx, in)
+        weight = self.folded_sr_weight if self.is_folded else self.folded()[0]
         return self.sr_norm(F.linear(patches, weight, self.sr.bias)), kh, kw
+
+    def folded(self) -> tuple[Tensor]:
+        C = self.sr.weight.shape[0]
+        s = self.sr_ratio
+        return (self.sr.weight.permute(0, 2, 3, 1).reshape(C, s * s * C),)   # (out, ky, kx, in)
 
     def forward(self, x: Tensor, h: int, w: int) -> Tensor:
         """x: normed tokens [B, N, C] of an h x w grid -> [B, N, C]."""

@@ -5,6 +5,12 @@ maps. That fusion is linear, and so is bilinear upsampling, so fuse(cat(up(y_i))
 sum_i up(W_i y_i) with W_i the fusion weight's slice for stage i. We apply W_i at each stage's
 own resolution and upsample the result: the same numbers (up to rounding) at a fraction of
 the cost, since the stride-4 map is the most expensive thing in the whole model.
+
+Inference folds the eval-mode BatchNorms into those weights once (``fold``), in float32 before
+the model is cast to its inference precision: recomputing them every forward in float16 cost a
+pass over the weights per frame, and the BN epsilon (1e-5) lies below float16's normal range.
+Folded tensors are non-persistent buffers: never saved, moved and cast with the model, dropped by
+``unfold`` (SegFormerPP does that when it returns to training).
 """
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .folding import Foldable
 from .layout import pointwise
 
 Tensor = torch.Tensor
@@ -23,20 +30,26 @@ def bn_affine(bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
     return scale, bn.bias - bn.running_mean * scale
 
 
-class ConvBNReLU(nn.Module):
+class ConvBNReLU(Foldable):
     """1x1 conv (no bias) + BatchNorm + ReLU: mmcv's ConvModule as used by SegformerHead."""
+
+    FOLDED = ("folded_weight", "folded_bias")
 
     def __init__(self, in_dim: int, out_dim: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_dim, out_dim, 1, bias=False)
         self.bn = nn.BatchNorm2d(out_dim)
 
+    def folded(self) -> tuple[Tensor, Tensor]:
+        # eval: BN folded into the conv saves a full pass over the (large) output map
+        scale, shift = bn_affine(self.bn)
+        return self.conv.weight.flatten(1) * scale[:, None], shift
+
     def forward(self, x: Tensor) -> Tensor:
         if self.bn.training:
             return F.relu(self.bn(pointwise(x, self.conv.weight)), inplace=True)
-        # eval: BN folded into the conv saves a full pass over the (large) output map
-        scale, shift = bn_affine(self.bn)
-        return F.relu(pointwise(x, self.conv.weight.flatten(1) * scale[:, None], shift), inplace=True)
+        weight, bias = (self.folded_weight, self.folded_bias) if self.is_folded else self.folded()
+        return F.relu(pointwise(x, weight, bias), inplace=True)
 
 
 def _upsample_sum(parts: list[Tensor], size: torch.Size) -> Tensor:
@@ -48,13 +61,23 @@ def _upsample_sum(parts: list[Tensor], size: torch.Size) -> Tensor:
     return total
 
 
+def fold_fusion(weights: list[Tensor], bias: Tensor | None, bn: nn.BatchNorm2d) -> tuple[Tensor, ...]:
+    """The eval-mode fusion: (W_0 * s, ..., W_n * s, shift) with bn(sum W_i m_i + bias) ==
+    sum (W_i * s) m_i + shift per channel."""
+    scale, shift = bn_affine(bn)
+    if bias is not None:
+        shift = shift + scale * bias
+    return (*(w * scale[:, None] for w in weights), shift)
+
+
 def fuse_and_classify(maps: list[Tensor], weights: list[Tensor], bias: Tensor | None, bn: nn.BatchNorm2d,
-                      dropout: nn.Module, classifier: nn.Conv2d) -> Tensor:
+                      dropout: nn.Module, classifier: nn.Conv2d, folded: tuple[Tensor, ...] | None = None) -> Tensor:
     """classifier(dropout(relu(bn(sum_i up(W_i m_i) + bias)))).
 
     maps: [B, C_i, h_i, w_i] with maps[0] at the output size; weights: [ch, C_i].
-    In eval mode the BN is folded into the W_i, and the constant shift rides on the smallest
-    map: bilinear weights sum to one, so it survives resizing and costs almost nothing there.
+    In eval mode the BN is folded into the W_i (``folded``: fold_fusion's result, computed here
+    when not given), and the constant shift rides on the smallest map: bilinear weights sum to
+    one, so it survives resizing and costs almost nothing there.
     """
     size = maps[0].shape[-2:]
     if bn.training:
@@ -63,18 +86,15 @@ def fuse_and_classify(maps: list[Tensor], weights: list[Tensor], bias: Tensor | 
             x = x + bias[None, :, None, None]
         x = bn(x)
     else:
-        scale, shift = bn_affine(bn)
-        if bias is not None:
-            shift = shift + scale * bias
+        *scaled, shift = folded if folded is not None else fold_fusion(weights, bias, bn)
         last = len(maps) - 1
-        parts = [pointwise(m, w * scale[:, None], shift if i == last else None)
-                 for i, (m, w) in enumerate(zip(maps, weights))]
+        parts = [pointwise(m, w, shift if i == last else None) for i, (m, w) in enumerate(zip(maps, scaled))]
         x = _upsample_sum(parts, size)
     x = F.relu(x, inplace=True)
     return pointwise(dropout(x), classifier.weight, classifier.bias)
 
 
-class FusionHead(nn.Module):
+class FusionHead(Foldable):
     """mmseg SegformerHead (and the SegFormer++ pose head when dropout is 0).
 
     Per stage 1x1 conv+BN+ReLU to ``channels``; bilinear resize to the stride-4 map;
@@ -84,19 +104,26 @@ class FusionHead(nn.Module):
 
     def __init__(self, in_dims: tuple[int, ...], channels: int, num_outputs: int, dropout: float) -> None:
         super().__init__()
+        self.FOLDED = (*(f"folded_fuse{i}" for i in range(len(in_dims))), "folded_shift")
         self.channels = channels
         self.convs = nn.ModuleList(ConvBNReLU(c, channels) for c in in_dims)
         self.fuse = ConvBNReLU(channels * len(in_dims), channels)
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Conv2d(channels, num_outputs, 1)
 
+    def _weights(self) -> list[Tensor]:
+        return list(self.fuse.conv.weight.flatten(1).split(self.channels, dim=1))
+
+    def folded(self) -> tuple[Tensor, ...]:
+        return fold_fusion(self._weights(), None, self.fuse.bn)
+
     def forward(self, features: list[Tensor]) -> Tensor:
         maps = [conv(f) for f, conv in zip(features, self.convs)]
-        weights = list(self.fuse.conv.weight.flatten(1).split(self.channels, dim=1))
-        return fuse_and_classify(maps, weights, None, self.fuse.bn, self.dropout, self.classifier)
+        folded = tuple(getattr(self, name) for name in self.FOLDED) if self.is_folded else None
+        return fuse_and_classify(maps, self._weights(), None, self.fuse.bn, self.dropout, self.classifier, folded)
 
 
-class MLPHead(nn.Module):
+class MLPHead(Foldable):
     """HF transformers / NVlabs all-MLP head.
 
     Per stage Linear (with bias) to ``channels``; bilinear resize; concatenation in reverse
@@ -109,6 +136,7 @@ class MLPHead(nn.Module):
 
     def __init__(self, in_dims: tuple[int, ...], channels: int, num_outputs: int, dropout: float) -> None:
         super().__init__()
+        self.FOLDED = (*(f"folded_fuse{i}" for i in range(len(in_dims))), "folded_shift")
         self.channels = channels
         self.linear_c = nn.ModuleList(nn.Linear(c, channels) for c in in_dims)
         self.fuse = nn.Conv2d(channels * len(in_dims), channels, 1, bias=False)
@@ -116,11 +144,21 @@ class MLPHead(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Conv2d(channels, num_outputs, 1)
 
-    def forward(self, features: list[Tensor]) -> Tensor:
-        n = len(features)
+    def _weights(self) -> tuple[list[Tensor], Tensor]:
+        n = len(self.linear_c)
         fuse = self.fuse.weight.flatten(1).split(self.channels, dim=1)   # slice k belongs to stage n-1-k
         weights = [fuse[n - 1 - i] @ linear.weight for i, linear in enumerate(self.linear_c)]
         bias = sum(fuse[n - 1 - i] @ linear.bias for i, linear in enumerate(self.linear_c))
+        return weights, bias
+
+    def folded(self) -> tuple[Tensor, ...]:
+        return fold_fusion(*self._weights(), self.bn)
+
+    def forward(self, features: list[Tensor]) -> Tensor:
+        if self.is_folded:
+            folded = tuple(getattr(self, name) for name in self.FOLDED)
+            return fuse_and_classify(features, [], None, self.bn, self.dropout, self.classifier, folded)
+        weights, bias = self._weights()
         return fuse_and_classify(features, weights, bias, self.bn, self.dropout, self.classifier)
 
 

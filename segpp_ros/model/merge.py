@@ -153,15 +153,23 @@ def _build_partition(h: int, w: int, sy: int, sx: int, device: torch.device) -> 
 
 
 def _grouped_mean(slot: Tensor, num_slots: int) -> Callable[[Tensor], Tensor]:
-    """Merge function averaging the tokens that share a slot; ``slot`` is [B, N]."""
+    """Merge function averaging the tokens that share a slot; ``slot`` is [B, N].
+
+    Sums and counts accumulate in float32 whatever the model's precision: a 16-bit running sum
+    stalls once it is large against one token (in bfloat16 a group of 400 tokens of 1.3 averaged
+    to 2.0), and CUDA's atomic adds would accumulate in 16 bits, differently on every run.
+    """
     B, N = slot.shape
+    acc = torch.float32
 
     def merge(x: Tensor) -> Tensor:
         C = x.shape[-1]
+        dtype = acc if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
         index = slot.unsqueeze(-1).expand(B, N, C)
-        total = x.new_zeros(B, num_slots, C).scatter_add_(1, index, x)
-        count = x.new_zeros(B, num_slots).scatter_add_(1, slot, x.new_ones(B, N))
-        return total / count.unsqueeze(-1)
+        total = torch.zeros(B, num_slots, C, dtype=dtype, device=x.device).scatter_add_(1, index, x.to(dtype))
+        count = torch.zeros(B, num_slots, dtype=dtype, device=x.device).scatter_add_(
+            1, slot, torch.ones(B, N, dtype=dtype, device=x.device))
+        return (total / count.unsqueeze(-1)).to(x.dtype)
 
     return merge
 
@@ -193,10 +201,14 @@ def bipartite_soft_matching_2d(x: Tensor, h: int, w: int, setting: TokenMerge) -
     if r <= 0 or n_dst == 0:
         return NO_MERGE
     with torch.no_grad():
-        metric = x / x.norm(dim=-1, keepdim=True)
+        # float32 whatever the model's precision: 16-bit cosine scores tie massively (2 distinct
+        # best scores among 100 sources in float16), and the merge would then depend on the sort;
+        # the epsilon keeps an all-zero token from dividing by zero (NaN); the stable sort breaks
+        # the remaining ties by token index, the same on every device
+        metric = F.normalize(x.float(), dim=-1, eps=1e-6)
         scores = metric[:, src_idx] @ metric[:, dst_idx].transpose(1, 2)   # [B, S, D]
         best, best_dst = scores.max(dim=-1)                                 # [B, S]
-        order = best.argsort(dim=-1, descending=True)                       # [B, S]
+        order = best.argsort(dim=-1, descending=True, stable=True)          # [B, S]
         merged, kept = order[:, :r], order[:, r:]
         n_kept = n_src - r
         # slot[b, n]: which merged token original token n belongs to.

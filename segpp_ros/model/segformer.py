@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .encoder import MiTEncoder
+from .folding import Foldable
 from .heads import HEADS
 from .merge import PRESETS, MergeConfig, resolve_merge
 from .spec import EPS_FAMILIES, MiTSpec, NormEps, get_spec, hf_head_channels
@@ -98,6 +99,31 @@ class SegFormerPP(nn.Module):
     def token_counts(self) -> list[tuple[int, int]]:
         """(queries, keys) seen by the first block of each stage in the last forward."""
         return [stage.blocks[0].attn.last_token_counts for stage in self.encoder.stages]
+
+    # --- inference preparation -----------------------------------------------------------
+    def fold_for_inference(self) -> SegFormerPP:
+        """Compute the derived inference tensors (folded BatchNorms, reshaped weights) once from
+        the current weights. Call it in float32, before casting to the inference precision; the
+        model goes back to computing them per forward when it trains (``train()``) or loads
+        new weights."""
+        for module in self.modules():
+            if isinstance(module, Foldable):
+                module.fold()
+        return self
+
+    def unfold(self) -> None:
+        for module in self.modules():
+            if isinstance(module, Foldable):
+                module.unfold()
+
+    def train(self, mode: bool = True) -> SegFormerPP:
+        if mode:
+            self.unfold()  # training changes the weights the folded tensors came from
+        return super().train(mode)
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
+        self.unfold()
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     # --- forward ------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:
