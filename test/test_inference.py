@@ -100,3 +100,37 @@ def test_banded_argmax_memory_does_not_grow_with_classes() -> None:
     all_at_once = peak_memory_mb(lambda: F.interpolate(torch.randn(1, 150, 45, 80), size=out, mode="bilinear",
                                                        align_corners=False).max(1), torch.device("cpu"))
     assert all_at_once > 4 * bound                          # what the bands avoid: 150 maps of 3.5 MB
+
+
+def test_colours_and_overlay_from_the_core_equal_the_numpy_ones(tiny_weights) -> None:
+    """Computed with the labels (on the device when there is one): the same bytes as colorize()
+    and overlay() of the returned labels."""
+    image = np.random.default_rng(0).integers(0, 256, (70, 90, 3), dtype=np.uint8)
+    seg = Segmenter(tiny_weights[0], device="cpu", max_side=64)
+    for output in ("input", "network"):
+        got = seg(image, output=output, color=True, overlay_alpha=0.4)
+        np.testing.assert_array_equal(got.color, seg.colorize(got.labels))
+        np.testing.assert_array_equal(got.overlay, seg.overlay(image, got.labels, 0.4))
+        np.testing.assert_array_equal(got.labels, seg(image, output=output).labels)
+
+
+def test_a_batch_gives_each_image_its_own_labels(tiny_weights) -> None:
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (3, 64, 80, 3), dtype=np.uint8)
+    seg = Segmenter(tiny_weights[0], device="cpu")
+    batch = seg.batch(images)
+    assert len(batch) == 3 and len({r.network_ms for r in batch}) == 1        # one forward pass
+    for image, result in zip(images, batch):
+        np.testing.assert_array_equal(result.labels, seg(image).labels)
+
+
+def test_auto_precision_is_float32_on_the_cpu(tiny_weights) -> None:
+    import torch
+
+    from segpp_ros.inference.loader import resolve_precision
+
+    assert Segmenter(tiny_weights[0], device="cpu").dtype == torch.float32
+    assert resolve_precision("auto", torch.device("cpu")) == torch.float32
+    assert resolve_precision("auto", torch.device("cuda")) == torch.float16
+    with pytest.raises(ValueError, match="precision 'fp8'"):
+        resolve_precision("fp8", torch.device("cpu"))

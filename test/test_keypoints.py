@@ -131,3 +131,30 @@ def test_render_pose_sample_is_deterministic_and_shows_a_person() -> None:
     assert np.all((inside >= -0.5) & (inside <= [191.5, 255.5]))
     small = render_pose_sample(8, out_hw=(128, 96))
     assert small.image.shape == (128, 96, 3) and (small.keypoints[:, 2] == 2).sum() >= 6
+
+
+def test_gpu_crops_with_grid_sample_match_opencv_crops() -> None:
+    """The GPU path's crops (grid_sample from the uploaded frame) equal OpenCV's warpAffine crops up
+    to OpenCV's fixed-point weights: mean difference well under one grey level."""
+    from segpp_ros.inference.crops import warp_crops_torch
+
+    scene = render_scene(10_000_123, 240, 320)
+    boxes = [p.box for p in scene.persons[:3]] or [np.array([40.0, 30.0, 120.0, 200.0])]
+    boxes.append(np.array([-30.0, -20.0, 60.0, 90.0]))        # partly outside: zero padding
+    affines = [box_to_affine(b, IN_HW) for b in boxes]
+    frame = torch.as_tensor(scene.image).permute(2, 0, 1)[None].float()
+    got = warp_crops_torch(frame, np.stack(affines), IN_HW)
+    for crop, affine in zip(got, affines):
+        want = warp_crop(scene.image, affine, IN_HW).astype(np.float32)
+        diff = np.abs(crop.permute(1, 2, 0).numpy() - want)
+        assert diff.mean() < 0.5 and np.percentile(diff, 99) < 4, (diff.mean(), diff.max())
+
+
+def test_float32_dark_decoding_agrees_with_float64() -> None:
+    """The GPU path decodes in float32 (no float64 there): within 1e-3 px of the float64 decoding."""
+    rng = np.random.default_rng(3)
+    centres = rng.uniform(6, 40, (40, 2))
+    hm = reference_gaussians(centres, HM_HW) + rng.normal(0, 0.01, (40, *HM_HW)).astype(np.float32)
+    f64 = decode_heatmaps(hm, stride=STRIDE, dtype=torch.float64)
+    f32 = decode_heatmaps(hm, stride=STRIDE, dtype=torch.float32)
+    np.testing.assert_allclose(f32, f64, atol=1e-3)

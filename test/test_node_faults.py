@@ -33,7 +33,7 @@ from .rosgraph import reference_labels as labels_for
 NAME = "segpp_faults"
 IMAGE_TOPIC = "/fault_cam/image"
 H, W = 120, 200
-NODE_PARAMS = {"max_side": 128, "threads": 1, "warmup_frames": 1, "diagnostics_period": 0.25,
+NODE_PARAMS = {"device": "cpu", "max_side": 128, "threads": 1, "warmup_frames": 1, "diagnostics_period": 0.25,
                "pose.enable": False, "no_image_warning": 1.0}
 FAULTS = {"SEGPP_FAULT_INJECTION": "1"}
 START_TIMEOUT = 120.0

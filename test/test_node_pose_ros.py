@@ -26,7 +26,7 @@ NAME = "segpp_pose"
 IMAGE_TOPIC = "/pose_cam/image"
 # five person components at max_side 256 with min area 100 (checked below); max_persons caps them at 3
 SCENE = render_scene(10_000_910, 240, 320).image
-NODE_PARAMS = {"max_side": 256, "threads": 1, "warmup_frames": 1, "diagnostics_period": 0.5,
+NODE_PARAMS = {"device": "cpu", "max_side": 256, "threads": 1, "warmup_frames": 1, "diagnostics_period": 0.5,
                "pose.enable": True, "pose.min_box_area": 100, "pose.max_persons": 3}
 START_TIMEOUT = 120.0
 K = len(COCO_KEYPOINTS)

@@ -31,7 +31,8 @@ from .rosgraph import reference_labels as labels_for
 IMAGE_TOPIC = "/test_cam/image"
 H, W = 120, 200
 # small network input and one thread: fast, and bit-identical to the in-process reference
-NODE_PARAMS = {"max_side": 128, "threads": 1, "warmup_frames": 1, "diagnostics_period": 0.5, "pose.enable": False}
+NODE_PARAMS = {"device": "cpu", "max_side": 128, "threads": 1, "warmup_frames": 1, "diagnostics_period": 0.5,
+               "pose.enable": False}
 START_TIMEOUT = 120.0
 
 

@@ -15,6 +15,7 @@ from dataclasses import asdict
 
 import torch
 
+from ..inference.loader import tune_backend
 from ..model import PRESETS, build_model
 from ..model.runtime import keep_freed_memory
 from ..training.bench import DTYPES, Row, format_table, hf_pair, run_case
@@ -35,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="checkpoint to benchmark instead of random weights (one variant)")
     add_timing_args(p, warmup=2, iters=10, threads=0, rounds_of="presets")
     p.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory pass")
+    p.add_argument("--end-to-end", action="store_true",
+                   help="also time uint8 images in to labels out (upload, normalisation, forward, upsampling with "
+                        "the argmax, copy back) per preset")
+    p.add_argument("--graphs", action="store_true", help="on CUDA, also time every case with CUDA graphs")
     p.add_argument("--against-hf", action="store_true",
                    help="add HF transformers' SegFormer on the same weights (our rows then use the HF head)")
     return p
@@ -66,9 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     keep_freed_memory()
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+    tune_backend(device)  # as the node: cuDNN autotuning, TF32 for fp32 on CUDA
 
     rows: list[Row] = []
     for variant in [v for v in args.variants.split(",") if v]:
@@ -78,17 +81,19 @@ def main(argv: list[str] | None = None) -> int:
             hf = None
             if args.weights:
                 from ..model import load_model
-                model = load_model(args.weights).to(device, dtype)
+                model = load_model(args.weights).fold_for_inference().to(device, dtype)
                 variant = model.spec.name
             elif args.against_hf:
                 model, hf = hf_pair(variant, args.classes, device, dtype)
             else:
-                model = build_model(variant, num_classes=args.classes).eval().to(device, dtype)
+                model = build_model(variant, num_classes=args.classes).eval().fold_for_inference().to(device, dtype)
             for size in sizes:
-                case = run_case(model, hf, variant, size, precision, device, presets=args.presets,
-                                batch=args.batch, warmup=args.warmup, iters=args.iters, memory=args.memory)
-                print(format_table(case), flush=True)
-                rows.extend(case)
+                for graphs in ([False, True] if args.graphs and device.type == "cuda" else [False]):
+                    case = run_case(model, hf, variant, size, precision, device, presets=args.presets,
+                                    batch=args.batch, warmup=args.warmup, iters=args.iters, memory=args.memory,
+                                    e2e=args.end_to_end, graphs=graphs)
+                    print(format_table(case), flush=True)
+                    rows.extend(case)
             del model, hf
     print()
     print(format_table(rows))

@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"comma-separated merge presets; 'none' is the reference ({', '.join(PRESETS)})")
     p.add_argument("--flip-test", action="store_true", help="time with flip test (doubles the crops)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--precision", default="fp32", help="fp32, fp16 or bf16")
+    p.add_argument("--precision", default="auto", help="auto (fp16 on CUDA, fp32 on the CPU), fp32, fp16 or bf16")
     add_timing_args(p, warmup=1, iters=5, threads=2, rounds_of="cases")
     return p
 

@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=non_negative_int, default=1,
                    help="CPU threads of the node's inference and of the in-process reference "
                         "(0: PyTorch's default) (default: 1)")
+    p.add_argument("--device", default="cpu", help="node parameter device, and the in-process reference's "
+                   "(default: cpu)")
+    p.add_argument("--precision", default="auto", help="node parameter precision, and the in-process "
+                   "reference's (default: auto)")
     p.add_argument("--rounds", type=rounds_arg, default=5,
                    help="interleaved rounds per size; the first is warm-up and discarded (default: 5)")
     p.add_argument("--frames-per-round", type=positive_int, default=6,
@@ -92,11 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     from ..ros.graph import Probe
     from ..training.data.scenes import render_scene
 
-    settings = bench.Settings(max_side=args.max_side, threads=args.threads, rounds=args.rounds,
+    settings = bench.Settings(max_side=args.max_side, threads=args.threads, device=args.device,
+                              precision=args.precision, rounds=args.rounds,
                               frames_per_round=args.frames_per_round, gap_ms=args.gap_ms)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    segmenter = Segmenter(None, device="cpu", max_side=args.max_side or None)
+    segmenter = Segmenter(None, device=args.device, precision=args.precision, max_side=args.max_side or None)
     probe = Probe("segpp_rosbench")
     probe.subscribe(Image, bench.LABEL_TOPIC)
     probe.subscribe(DiagnosticArray, "/diagnostics", QoSProfile(depth=50))

@@ -20,6 +20,7 @@ points of PCK@0.1 (63.8 / 63.6 against 62.6 / 61.2; no flip test: 62.1 / 60.8).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -32,11 +33,12 @@ import torch
 
 from ..model import MergeConfig, SegFormerPP
 from ..model.checkpoint import CheckpointError
-from .crops import box_to_affine, invert_affine, transform_points, warp_crop
+from .crops import box_to_affine, invert_affine, transform_points, warp_crop, warp_crops_torch
+from .graphs import GraphedForward
 from .keypoints import decode_heatmaps
 from .loader import load_for_inference
-from .preprocess import to_tensor
-from .timing import timed
+from .preprocess import PinnedUploads, normalise, to_tensor, upload
+from .timing import DeviceTimer
 from .vocab import COCO_FLIP_PAIRS, COCO_KEYPOINTS, COCO_SKELETON
 
 __all__ = ["PersonBox", "PersonPose", "PoseResult", "PoseEstimator", "person_boxes", "whole_frame_box",
@@ -221,9 +223,9 @@ class PoseEstimator:
     ('dark', 'quarter' or 'none', see ``segpp_ros.inference.keypoints.decode_heatmaps``).
     """
 
-    def __init__(self, weights: str | os.PathLike | None = None, device: str = "auto", precision: str = "fp32",
+    def __init__(self, weights: str | os.PathLike | None = None, device: str = "auto", precision: str = "auto",
                  merge: str | MergeConfig | Mapping[str, Any] = "none", input_size: tuple[int, int] | None = None,
-                 padding: float = 1.25, flip_test: bool = False, refine: str = "dark") -> None:
+                 padding: float = 1.25, flip_test: bool = False, refine: str = "dark", cuda_graphs: bool = True) -> None:
         if refine not in REFINES:
             raise ValueError(f"refine must be one of {', '.join(REFINES)}, not {refine!r}")
         if not padding > 0:
@@ -261,6 +263,10 @@ class PoseEstimator:
         self.flip_test = bool(flip_test)
         self._flip_perm = _flip_permutation(self.flip_pairs, k)
         self.model.set_merge(merge)
+        # a CUDA stream of its own: the segmentation thread's work does not wait for this one's
+        self._stream = torch.cuda.Stream(device=self.device) if self.device.type == "cuda" else None
+        self._uploads = PinnedUploads()
+        self.forward = GraphedForward(self.model, key=lambda: self.model.merge, enabled=cuda_graphs)
 
     @property
     def num_keypoints(self) -> int:
@@ -279,7 +285,7 @@ class PoseEstimator:
     @torch.inference_mode()
     def heatmaps(self, crops: torch.Tensor) -> torch.Tensor:
         """Normalised crops [N, 3, h, w] -> heatmaps [N, K, ceil(h/4), ceil(w/4)] float32 (on the device)."""
-        return self.model(crops.to(self.device, self.dtype)).float()
+        return self.forward(crops.to(self.device, self.dtype)).float()
 
     @torch.inference_mode()
     def crop_keypoints(self, crops: torch.Tensor) -> tuple[np.ndarray, float]:
@@ -290,14 +296,17 @@ class PoseEstimator:
         n, w = crops.shape[0], crops.shape[-1]
         if self.flip_test:
             crops = torch.cat([crops, crops.flip(-1)])
-        maps, network_ms = timed(lambda: self.heatmaps(crops), self.device)
+        timer = DeviceTimer(self.device)
+        timer.start()
+        maps = self.heatmaps(crops)
+        timer.stop()
         if self.flip_test:
             maps = torch.cat([maps[:n], maps[n:].flip(-1)[:, self._flip_perm]])
-        kp = decode_heatmaps(maps, stride=HEATMAP_STRIDE, refine=self.refine)
+        kp = decode_heatmaps(maps, stride=HEATMAP_STRIDE, refine=self.refine)   # copies the keypoints back
         if self.flip_test:
             kp[n:, :, 0] += flip_correction(w)       # the mirrored-back peaks sit c px to the left
             kp = (kp[:n] + kp[n:]) * 0.5
-        return kp, network_ms
+        return kp, timer.ms()
 
     def __call__(self, image: np.ndarray, boxes: Sequence[PersonBox], max_persons: int = 8) -> PoseResult:
         """image [H, W, 3] uint8 RGB and person boxes (largest first) -> keypoints of the first
@@ -309,8 +318,17 @@ class PoseEstimator:
         if not boxes:
             return PoseResult([], 0.0, (time.perf_counter() - start) * 1000)
         affines = [box_to_affine(b.box, self.input_size, self.padding) for b in boxes]
-        crops = np.stack([warp_crop(image, a, self.input_size) for a in affines])
-        kp, network_ms = self.crop_keypoints(to_tensor(crops, self.device, self.dtype))
+        with torch.cuda.stream(self._stream) if self._stream is not None else contextlib.nullcontext():
+            if self.device.type == "cuda":
+                # the frame goes up once and is cropped there; black outside, then normalised, as
+                # the CPU path's OpenCV crops
+                frame = upload(image, self.device, self._uploads).permute(0, 3, 1, 2).float()
+                crops = normalise(warp_crops_torch(frame, np.stack(affines), self.input_size).round()
+                                  .clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1), self.dtype)
+            else:
+                crops = to_tensor(np.stack([warp_crop(image, a, self.input_size) for a in affines]), self.device,
+                                  self.dtype)
+            kp, network_ms = self.crop_keypoints(crops)
         persons = []
         for b, a, k in zip(boxes, affines, kp):
             out = k.astype(np.float32, copy=True)

@@ -5,6 +5,8 @@ SegFormer++ checkpoint was trained with.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -12,13 +14,44 @@ MEAN: tuple[float, float, float] = (123.675, 116.28, 103.53)
 STD: tuple[float, float, float] = (58.395, 57.12, 57.375)
 
 
-def to_tensor(images: np.ndarray | torch.Tensor, device: torch.device | str | None = None,
-              dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """RGB uint8 images [H, W, 3] or [B, H, W, 3] -> normalised float [B, 3, H, W].
+@functools.lru_cache(maxsize=8)
+def _normalisation(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """mean and std [1, 3, 1, 1] on ``device``: made once, not uploaded with every frame."""
+    return (torch.tensor(MEAN, dtype=dtype, device=device).view(1, 3, 1, 1),
+            torch.tensor(STD, dtype=dtype, device=device).view(1, 3, 1, 1))
 
-    The uint8 batch is moved to ``device`` before the conversion: a quarter of the bytes of
-    the float tensor cross the bus.
-    """
+
+class PinnedUploads:
+    """Page-locked staging buffers, one per shape, reused frame after frame: a copy from pinned
+    memory to the GPU runs asynchronously (from pageable memory it waits for the copy)."""
+
+    def __init__(self, max_buffers: int = 4) -> None:
+        self._buffers: dict[tuple[int, ...], torch.Tensor] = {}
+        self._max = max_buffers
+
+    def upload(self, images: np.ndarray, device: torch.device) -> torch.Tensor:
+        shape = tuple(images.shape)
+        buffer = self._buffers.get(shape)
+        if buffer is None:
+            if len(self._buffers) >= self._max:
+                self._buffers.pop(next(iter(self._buffers)))
+            buffer = self._buffers[shape] = torch.empty(shape, dtype=torch.uint8, pin_memory=True)
+        buffer.numpy()[...] = images
+        return buffer.to(device, non_blocking=True)
+
+
+def upload(images: np.ndarray | torch.Tensor, device: torch.device | str | None = None,
+           uploads: PinnedUploads | None = None) -> torch.Tensor:
+    """RGB uint8 images [H, W, 3] or [B, H, W, 3] -> uint8 [B, H, W, 3] on ``device`` (through
+    ``uploads``' pinned buffers for a CUDA device)."""
+    if isinstance(images, np.ndarray) and images.ndim == 3:
+        images = images[None]
+    device = torch.device(device) if device is not None else None
+    if uploads is not None and device is not None and device.type == "cuda" and isinstance(images, np.ndarray):
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise ValueError(f"expected RGB uint8 images [H, W, 3] or [B, H, W, 3], got {images.dtype} "
+                             f"{images.shape}")
+        return uploads.upload(images, device)
     if isinstance(images, np.ndarray) and not images.flags.writeable:
         # read-only views (mono images broadcast to RGB, buffers of received messages):
         # torch cannot wrap them, so materialise once
@@ -30,11 +63,23 @@ def to_tensor(images: np.ndarray | torch.Tensor, device: torch.device | str | No
         raise ValueError(f"expected RGB images [H, W, 3] or [B, H, W, 3], got shape {tuple(x.shape)}")
     if x.dtype != torch.uint8:
         raise ValueError(f"expected uint8 images (0..255), got {x.dtype}")
-    if device is not None:
-        x = x.to(device, non_blocking=True)
+    return x.to(device, non_blocking=True) if device is not None else x
+
+
+def normalise(x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 [B, H, W, 3] (on any device) -> normalised [B, 3, H, W] in ``dtype``."""
     # contiguous NCHW: the patch embedding and every later layout assume it; normalised in
     # place (the same two operations, one buffer instead of three)
     x = x.permute(0, 3, 1, 2).to(dtype, memory_format=torch.contiguous_format)
-    mean = torch.tensor(MEAN, dtype=dtype, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(STD, dtype=dtype, device=x.device).view(1, 3, 1, 1)
+    mean, std = _normalisation(x.device, dtype)
     return x.sub_(mean).div_(std)
+
+
+def to_tensor(images: np.ndarray | torch.Tensor, device: torch.device | str | None = None,
+              dtype: torch.dtype = torch.float32, uploads: PinnedUploads | None = None) -> torch.Tensor:
+    """RGB uint8 images [H, W, 3] or [B, H, W, 3] -> normalised float [B, 3, H, W].
+
+    The uint8 batch is moved to ``device`` before the conversion: a quarter of the bytes of
+    the float tensor cross the bus.
+    """
+    return normalise(upload(images, device, uploads), dtype)

@@ -4,6 +4,7 @@ The ROS node is a thin adapter over Segmenter; everything here is testable witho
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -14,10 +15,11 @@ import torch
 import torch.nn.functional as F
 
 from ..model import MergeConfig, SegFormerPP
+from .graphs import GraphedForward
 from .labels import upsampled_argmax
 from .loader import load_for_inference
-from .preprocess import to_tensor
-from .timing import timed
+from .preprocess import PinnedUploads, normalise, upload
+from .timing import DeviceTimer
 
 
 def network_size(h: int, w: int, max_side: int | None) -> tuple[int, int]:
@@ -30,11 +32,14 @@ def network_size(h: int, w: int, max_side: int | None) -> tuple[int, int]:
 
 @dataclass
 class Segmentation:
-    """One image's result: labels [H, W] (uint8, uint16 above 255 classes) and timings in ms."""
+    """One image's result: labels [H, W] (uint8, uint16 above 255 classes), the palette colours
+    [H, W, 3] and the overlay [H, W, 3] when asked for, and timings in ms."""
 
     labels: np.ndarray
     network_ms: float
     total_ms: float
+    color: np.ndarray | None = None
+    overlay: np.ndarray | None = None
 
 
 class Segmenter:
@@ -42,10 +47,17 @@ class Segmenter:
 
     labels come back at input resolution (logits resized bilinearly before the argmax, so
     boundaries are exact to the pixel) or at network resolution (``output="network"``).
+
+    On a GPU everything between the uint8 upload and the result copy stays on the device
+    (normalisation, resizing, upsampling with the argmax, palette colours, overlay), on a CUDA
+    stream of the Segmenter's own (another thread's model, e.g. the pose stage's, does not
+    wait for it), through CUDA graphs of the forward pass (``cuda_graphs``), and with one
+    synchronisation per call: the copy of the results.
     """
 
-    def __init__(self, weights: str | os.PathLike | None = None, device: str = "auto", precision: str = "fp32",
-                 merge: str | MergeConfig | Mapping[str, Any] = "none", max_side: int | None = None) -> None:
+    def __init__(self, weights: str | os.PathLike | None = None, device: str = "auto", precision: str = "auto",
+                 merge: str | MergeConfig | Mapping[str, Any] = "none", max_side: int | None = None,
+                 cuda_graphs: bool = True) -> None:
         self.model: SegFormerPP
         self.model, self.device, self.dtype, self.weights = load_for_inference(weights, "seg", device, precision)
         self.max_side = max_side
@@ -53,6 +65,10 @@ class Segmenter:
         n = self.model.num_outputs
         self.classes = list(self.model.classes or [f"class_{i}" for i in range(n)])
         self.palette = np.array(self.model.palette or default_palette(n), dtype=np.uint8)
+        self._palette_t = torch.as_tensor(self.palette).to(self.device)
+        self._stream = torch.cuda.Stream(device=self.device) if self.device.type == "cuda" else None
+        self._uploads = PinnedUploads()
+        self.forward = GraphedForward(self.model, key=lambda: self.model.merge, enabled=cuda_graphs)
 
     def describe(self) -> str:
         """One line for logs: variant, head, classes, precision."""
@@ -67,26 +83,67 @@ class Segmenter:
     def set_merge(self, merge: str | MergeConfig | Mapping[str, Any]) -> MergeConfig:
         return self.model.set_merge(merge)
 
-    @torch.inference_mode()
-    def __call__(self, image: np.ndarray, output: str = "input") -> Segmentation:
-        """image: [H, W, 3] uint8 RGB -> Segmentation (labels [H, W] or at network size)."""
-        start = time.perf_counter()
+    def __call__(self, image: np.ndarray, output: str = "input", color: bool = False,
+                 overlay_alpha: float | None = None) -> Segmentation:
+        """image: [H, W, 3] uint8 RGB -> Segmentation (labels [H, W] or at network size; with
+        ``color`` the palette colours, with ``overlay_alpha`` the colours blended over the image)."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an RGB uint8 image [H, W, 3], got {image.dtype} {image.shape}")
-        h, w = image.shape[:2]
-        x = to_tensor(image, self.device, self.dtype)
+        return self.batch(image[None], output, color, overlay_alpha)[0]
+
+    @torch.inference_mode()
+    def batch(self, images: np.ndarray, output: str = "input", color: bool = False,
+              overlay_alpha: float | None = None) -> list[Segmentation]:
+        """images: [B, H, W, 3] uint8 RGB (one size, e.g. several cameras) -> one Segmentation
+        each, from one forward pass; network_ms is the batch's, total_ms the whole call's."""
+        start = time.perf_counter()
+        if images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8:
+            raise ValueError(f"expected RGB uint8 images [B, H, W, 3], got {images.dtype} {images.shape}")
+        b, h, w = images.shape[:3]
         nh, nw = network_size(h, w, self.max_side)
-        if (nh, nw) != (h, w):
-            x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
-        logits, network_ms = timed(lambda: self.model(x), self.device)
         size = (h, w) if output == "input" else (nh, nw)
+        with self.stream():
+            results, timer = self.device_results(images, size, (nh, nw), color, overlay_alpha)
+            # the one synchronisation of the call
+            copied = [tuple(t.cpu().numpy() if t is not None else None for t in r) for r in results]
+        network_ms = timer.ms()
+        total_ms = (time.perf_counter() - start) * 1000
+        return [Segmentation(labels if self.label_dtype == np.uint8 else labels.astype(self.label_dtype),
+                             network_ms, total_ms, colors, overlay) for labels, colors, overlay in copied]
+
+    def stream(self) -> contextlib.AbstractContextManager:
+        """The Segmenter's own CUDA stream as the current one (nothing on the CPU)."""
+        return torch.cuda.stream(self._stream) if self._stream is not None else contextlib.nullcontext()
+
+    def device_results(self, images: np.ndarray, size: tuple[int, int], network: tuple[int, int], color: bool,
+                       overlay_alpha: float | None) -> tuple[list[tuple], DeviceTimer]:
+        """Everything up to the result copy, queued on the device with no synchronisation:
+        per image (labels, colours, overlay) device tensors, and the forward pass's timer."""
+        timer = DeviceTimer(self.device)
+        pixels = upload(images, self.device, self._uploads)
+        x = normalise(pixels, self.dtype)
+        if network != tuple(images.shape[1:3]):
+            x = F.interpolate(x, size=network, mode="bilinear", align_corners=False, antialias=True)
+        timer.start()
+        logits = self.forward(x)
+        timer.stop()
+        return [self._post(logits[i:i + 1], pixels[i], size, color, overlay_alpha) for i in range(len(images))], timer
+
+    def _post(self, logits: torch.Tensor, pixels: torch.Tensor, size: tuple[int, int], color: bool,
+              overlay_alpha: float | None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """On the device: labels [H, W], and the colours / overlay when asked for."""
         index = upsampled_argmax(logits, size)
-        del logits
-        if self.label_dtype == np.uint8:
-            labels = index.to(torch.uint8).cpu().numpy()
-        else:
-            labels = index.to(torch.int32).cpu().numpy().astype(self.label_dtype)
-        return Segmentation(labels, network_ms, (time.perf_counter() - start) * 1000)
+        labels = index.to(torch.uint8 if self.label_dtype == np.uint8 else torch.int32)
+        colors = overlay = None
+        if color or overlay_alpha is not None:
+            colors = self._palette_t[index.clamp(max=len(self.palette) - 1)]
+        if overlay_alpha is not None:
+            shown = colors
+            if shown.shape[:2] != pixels.shape[:2]:     # labels at network resolution: nearest
+                shown = F.interpolate(shown.permute(2, 0, 1)[None].float(), size=pixels.shape[:2],
+                                      mode="nearest")[0].permute(1, 2, 0)
+            overlay = (pixels.float() * (1 - overlay_alpha) + shown.float() * overlay_alpha).round().to(torch.uint8)
+        return labels, colors if color else None, overlay
 
     def colorize(self, labels: np.ndarray) -> np.ndarray:
         """[H, W] class IDs -> [H, W, 3] uint8 palette colours."""

@@ -27,6 +27,37 @@ def timed(fn: Callable[[], T], device: torch.device) -> tuple[T, float]:
     return out, (time.perf_counter() - start) * 1000
 
 
+class DeviceTimer:
+    """Time of queued device work without waiting for it: on CUDA two events around the work,
+    read (``ms()``) after something else synchronised anyway (the frame's one result copy); on
+    the CPU the wall clock."""
+
+    def __init__(self, device: torch.device) -> None:
+        self._cuda = device.type == "cuda"
+        if self._cuda:
+            self._start = torch.cuda.Event(enable_timing=True)
+            self._end = torch.cuda.Event(enable_timing=True)
+        self._t0 = self._t1 = 0.0
+
+    def start(self) -> None:
+        if self._cuda:
+            self._start.record()
+        else:
+            self._t0 = time.perf_counter()
+
+    def stop(self) -> None:
+        if self._cuda:
+            self._end.record()
+        else:
+            self._t1 = time.perf_counter()
+
+    def ms(self) -> float:
+        if self._cuda:
+            self._end.synchronize()
+            return self._start.elapsed_time(self._end)
+        return (self._t1 - self._t0) * 1000
+
+
 def rotated(items: Sequence[T], k: int) -> list[T]:
     """items rotated left by k: interleaved rounds start with a different entry each time,
     so drift of a shared machine hits every entry alike."""

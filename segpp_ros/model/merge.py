@@ -144,12 +144,14 @@ def _bipartite_partition(h: int, w: int, sy: int, sx: int, device: torch.device)
 
 
 def _build_partition(h: int, w: int, sy: int, sx: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    is_dst = torch.zeros(h, w, dtype=torch.bool)
-    is_dst[0:(h // sy) * sy:sy, 0:(w // sx) * sx:sx] = True
-    flat = is_dst.flatten()
-    src = (~flat).nonzero().squeeze(1).to(device)
-    dst = flat.nonzero().squeeze(1).to(device)
-    return src, dst
+    # built on the device, with sizes known in advance: no nonzero() (a host sync on CUDA) and no
+    # upload; a stable sort of the destination flags lists the sources, then the destinations,
+    # each in index order
+    is_dst = torch.zeros(h, w, dtype=torch.uint8, device=device)
+    is_dst[0:(h // sy) * sy:sy, 0:(w // sx) * sx:sx] = 1
+    order = torch.argsort(is_dst.flatten(), stable=True)
+    n_src = h * w - (h // sy) * (w // sx)
+    return order[:n_src], order[n_src:]
 
 
 def _grouped_mean(slot: Tensor, num_slots: int) -> Callable[[Tensor], Tensor]:
@@ -224,9 +226,9 @@ def bipartite_soft_matching_2d(x: Tensor, h: int, w: int, setting: TokenMerge) -
 def _cell_slots(h: int, w: int, sy: int, sx: int, device: torch.device) -> Tensor:
     """[h * w] index of the sy x sx cell (row-major over the ceil-sized cell grid) of each token."""
     with torch.inference_mode(False):     # cached: must stay usable by code that records gradients
-        rows = torch.arange(h) // sy
-        cols = torch.arange(w) // sx
-        return (rows[:, None] * math.ceil(w / sx) + cols[None, :]).flatten().to(device)
+        rows = torch.arange(h, device=device) // sy
+        cols = torch.arange(w, device=device) // sx
+        return (rows[:, None] * math.ceil(w / sx) + cols[None, :]).flatten()
 
 
 @register("n2d")

@@ -247,6 +247,8 @@ class Settings:
 
     max_side: int = 256
     threads: int = 1
+    device: str = "cpu"
+    precision: str = "auto"
     rounds: int = 5
     frames_per_round: int = 6
     gap_ms: float = 50.0
@@ -254,7 +256,8 @@ class Settings:
 
 def node_params(settings: Settings) -> dict[str, Any]:
     # segmentation only: keypoints run after the label is published and would hold the next frame
-    return {"device": "cpu", "max_side": settings.max_side, "threads": settings.threads, "warmup_frames": 3,
+    return {"device": settings.device, "precision": settings.precision, "max_side": settings.max_side,
+            "threads": settings.threads, "warmup_frames": 3,
             "max_frame_age": 0.0, "diagnostics_period": 1.0, "output_resolution": "input", "pose.enable": False}
 
 
@@ -314,7 +317,8 @@ def report(summaries: Sequence[Summary], runs: Sequence[SizeRun], settings: Sett
            torch_threads: int) -> str:
     """The table and the lines that explain it (what segpp-rosbench prints)."""
     lines = ["", format_table(summaries), "",
-             f"device cpu, threads {settings.threads} (node and in-process; torch uses {torch_threads}), "
+             f"device {settings.device}, precision {settings.precision}, threads {settings.threads} (node and "
+             f"in-process; torch uses {torch_threads}), "
              f"max_side {settings.max_side}, {model}; {settings.rounds - 1} measured rounds x "
              f"{settings.frames_per_round} frames per size (first round discarded), gap {settings.gap_ms:g} ms",
              "lost (measured rounds): " + ", ".join(

@@ -252,7 +252,8 @@ class SegppBehaviour:
                                f"'{self.values['device']}' ({self.values['precision']})")
         try:
             segmenter = Segmenter(weights, device=self.values["device"], precision=self.values["precision"],
-                                  merge=merge, max_side=self.values["max_side"] or None)
+                                  merge=merge, max_side=self.values["max_side"] or None,
+                                  cuda_graphs=self.values["cuda_graphs"])
         except (CheckpointError, OSError, ValueError, RuntimeError) as err:
             raise StartupError(f"cannot load the segmentation weights: {str(err).rstrip('.')}. Fix the 'weights' "
                                "parameter, or leave it empty for the embedded model") from None
@@ -374,11 +375,17 @@ class SegppBehaviour:
         except ImageFormatError as err:
             self._problem(f"bad_input_{err.kind}", f"skipping a frame on {self.input_topic}: {err}")
             return
-        result = self.segmenter(image, output=settings["output_resolution"])
+        want_color = self.pub_color.get_subscription_count() > 0
+        overlay = self.pub_overlay.get_subscription_count() > 0
+        # colours and (without keypoints to draw on it) the overlay come with the labels: on a
+        # GPU they are made there and copied with them
+        result = self.segmenter(image, output=settings["output_resolution"], color=want_color,
+                                overlay_alpha=settings["overlay_alpha"] if overlay and not settings["pose.enable"]
+                                else None)
         encoding = label_encoding(len(self.segmenter.classes))
         self.publish(self.pub_label, lambda: array_to_image(result.labels, header, encoding))
-        if self.pub_color.get_subscription_count() > 0:
-            self.publish(self.pub_color, lambda: array_to_image(self.segmenter.colorize(result.labels), header, "rgb8"))
+        if want_color:
+            self.publish(self.pub_color, lambda: array_to_image(result.color, header, "rgb8"))
         # latency and rates describe the labels; keypoints follow on the pose stage's thread
         self.health.output()
         latency = (time.monotonic() - frame.arrived) * 1000
@@ -388,13 +395,12 @@ class SegppBehaviour:
         self.own_time.add(latency - result.total_ms)
         if stamp > 0:
             self.age.add((self.get_clock().now().nanoseconds - stamp) / 1e6)
-        overlay = self.pub_overlay.get_subscription_count() > 0
         if settings["pose.enable"]:
             # the next frame's segmentation overlaps this frame's keypoints; the overlay, which
             # shows both, is published by the pose stage
             self.pose.put(PoseJob(image, result.labels, header, overlay, settings))
         elif overlay:
-            self.publish_overlay(image, result.labels, header, None, settings)
+            self.publish(self.pub_overlay, lambda: array_to_image(result.overlay, header, "rgb8"))
 
     def publish_overlay(self, image: np.ndarray, labels: np.ndarray, header: Any, pose: Any,
                         settings: Snapshot) -> None:

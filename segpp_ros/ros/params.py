@@ -121,8 +121,11 @@ SEGMENTATION_SPECS: list[ParamSpec] = [
               "mismatch stops the node at start", read_only=True, choices=("", "b0", "b1", "b2", "b3", "b4", "b5")),
     ParamSpec("device", "auto", "auto (first CUDA device, else CPU), cpu, cuda or cuda:N", read_only=True,
               check=_device, constraint="auto, cpu, cuda or cuda:N"),
-    ParamSpec("precision", "fp32", "network precision; fp16 is for CUDA, bf16 for CPUs/GPUs that support it",
-              read_only=True, choices=("fp32", "fp16", "bf16")),
+    ParamSpec("precision", "auto", "network precision: auto (fp16 on CUDA, fp32 on the CPU), fp32, fp16 (CUDA), "
+              "bf16 (GPUs and CPUs that support it)", read_only=True, choices=("auto", "fp32", "fp16", "bf16")),
+    ParamSpec("cuda_graphs", True, "on CUDA, replay the forward pass as a CUDA graph per input size and merge "
+              "configuration (captured between frames; a case that cannot be captured runs eagerly, logged)",
+              read_only=True),
     ParamSpec("threads", 0, "CPU threads for inference (0: PyTorch's default)", read_only=True, low=0, high=256),
     ParamSpec("max_input_pixels", 4096 * 4096, "images with more pixels are refused as bad input before "
               "anything of their size is allocated (compressed ones from their PNG/JPEG header); bounds the "

@@ -119,7 +119,7 @@ class PoseOutput:
         try:
             estimator = PoseEstimator(weights, device=values["device"], precision=values["precision"],
                                       merge=values.pose_merge, padding=values["pose.padding"],
-                                      flip_test=values["pose.flip_test"])
+                                      flip_test=values["pose.flip_test"], cuda_graphs=values["cuda_graphs"])
         except Exception as err:  # noqa: BLE001 -- any failure to load is reported the same way
             self.load_failure = (f"cannot load the pose weights: {str(err).rstrip('.')}. Fix the 'pose.weights' "
                                  "parameter, leave it empty for the embedded model, or set pose.enable false")
