@@ -25,6 +25,7 @@ setup(
             "segpp-node = segpp_ros.cli.node:main",
             "segpp-params = segpp_ros.cli.params:main",
             "segpp-soak = segpp_ros.cli.soak:main",
+            "segpp-budget-study = segpp_ros.cli.budgetstudy:main",
         ],
     },
 )

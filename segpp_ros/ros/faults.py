@@ -6,12 +6,15 @@ inference thread misbehave on purpose, so tests can prove what the node does the
     segpp-fault:raise       the frame fails with an exception (the error path: counted, logged)
     segpp-fault:kill        the thread ends (a BaseException escapes the worker loop)
     segpp-fault:stall=S     the thread stays S seconds on the frame (a stuck stage)
+    segpp-fault:slow=F      segmentation and keypoints each take F times as long on this frame
+                            (a machine slowed down by other work: the latency budget sees it)
 
 Nothing a sender puts in a message can turn this on; launch files never set the variable.
 """
 from __future__ import annotations
 
 import os
+import re
 import time
 
 ENV = "SEGPP_FAULT_INJECTION"
@@ -41,3 +44,13 @@ def inject(frame_id: str) -> None:
         raise InjectedDeath("injected thread death (segpp-fault:kill)")
     if action.startswith("stall="):
         time.sleep(float(action.split("=", 1)[1]))
+
+
+def slow_down(frame_id: str, elapsed_s: float) -> None:
+    """Called at the end of a timed model stage that took ``elapsed_s``: for a
+    ``segpp-fault:slow=F`` frame, sleeps so that the stage takes F times as long. A factor, like
+    other work sharing the CPU or GPU, which slows every merge setting in proportion (anything
+    after F that is not part of a number, e.g. a test's ``#n`` request tag, is ignored)."""
+    match = re.match(re.escape(PREFIX) + r"slow=([0-9.]+)", frame_id)
+    if match:
+        time.sleep(max(float(match.group(1)) - 1.0, 0.0) * elapsed_s)

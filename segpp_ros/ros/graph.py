@@ -13,7 +13,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .env import ensure_ament_prefix, share_file
 
@@ -159,14 +159,20 @@ class Probe:
         except (ExternalShutdownException, Exception):  # noqa: BLE001 -- shutting down
             pass
 
-    def subscribe(self, msg_type: Any, topic: str, qos: Any = None) -> None:
+    def subscribe(self, msg_type: Any, topic: str, qos: Any = None,
+                  callback: Callable[[float, Any], None] | None = None) -> None:
+        """Collect the messages of ``topic``, or hand each to ``callback(arrival, msg)`` instead
+        (arrival: wall-clock seconds, which is ROS time here)."""
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         qos = qos or QoSProfile(depth=50, reliability=ReliabilityPolicy.BEST_EFFORT)
         self.received.setdefault(topic, [])
 
         def store(msg: Any) -> None:
+            if callback is not None:
+                callback(time.time(), msg)
+                return
             with self._lock:
-                self.received[topic].append((time.time(), msg))  # wall clock = ROS time here
+                self.received[topic].append((time.time(), msg))
         self.node.create_subscription(msg_type, topic, store, qos)
 
     def messages(self, topic: str) -> list[Any]:
@@ -210,3 +216,18 @@ def diagnostics_values(probe: Probe, node_name: str = "/segpp") -> dict[str, str
     """Key/values of the node's latest status on /diagnostics (None before the first one)."""
     status = diagnostics_status(probe, node_name)
     return None if status is None else status[2]
+
+
+def end_run(node: NodeProcess, probe: Probe, camera: Any, what: str) -> str:
+    """The end of a tool's run against the node: the camera thread (if started) and the probe
+    stopped, the node shut down; its log, or RuntimeError (with the log's tail) when it did not
+    exit cleanly. ``what`` names the run in that error ("at the end of the soak")."""
+    if camera is not None:
+        camera.stop.set()
+        camera.join(5)
+    probe.close()
+    code = node.stop()
+    log = node.output()
+    if code != 0:
+        raise RuntimeError(f"the node exited with code {code} {what}:\n{log[-3000:]}")
+    return log

@@ -35,6 +35,8 @@ from rclpy.signals import SignalHandlerOptions  # noqa: E402
 from segpp.msg import LabelInfo  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
+from ..inference.budget import SEG_LADDER, MergeBudget  # noqa: E402
+from ..inference.segmenter import network_size  # noqa: E402
 from ..model.runtime import keep_freed_memory, release_freed_memory  # noqa: E402
 from . import faults  # noqa: E402
 from .conversions import ImageFormatError, array_to_image, compressed_to_rgb, image_to_rgb, label_encoding  # noqa: E402
@@ -131,7 +133,7 @@ class SegppBehaviour:
         self._log_lock = threading.Lock()
         self._closing = threading.Event()  # set at shutdown: nothing is published from then on
         self._active = threading.Event()   # set while active: labels and keypoints are published
-        self._inject_faults = faults.enabled()
+        self.inject_faults = faults.enabled()
         self.segmenter: Any = None         # the models and threads exist while configured
         self.pose: PoseOutput | None = None
         self.worker: SlotWorker[Frame] | None = None
@@ -160,7 +162,8 @@ class SegppBehaviour:
         except (PoseLoadError, ValueError) as err:
             raise StartupError(str(err)) from None
         self.segmenter, self.pose = segmenter, pose
-        self._applied_merge = self.values.merge  # the snapshot's merge object the worker applied last
+        self._applied_merge = self.values.merge  # the merge object the worker applied last
+        self.merge_budget = MergeBudget(SEG_LADDER)
         qos = self._qos()
         events = PublisherEventCallbacks(incompatible_qos=self._on_incompatible_qos)
         self.pub_label = self.create_publisher(Image, "~/label", qos, event_callbacks=events)
@@ -346,11 +349,8 @@ class SegppBehaviour:
 
     def _process(self, frame: Frame) -> None:
         settings = self.values  # one snapshot for the whole frame
-        if self._inject_faults:
+        if self.inject_faults:
             faults.inject(frame.msg.header.frame_id)
-        if settings.merge is not self._applied_merge:
-            self.segmenter.set_merge(settings.merge)
-            self._applied_merge = settings.merge
         self.segmenter.max_side = settings["max_side"] or None
         header = frame.msg.header
         stamp = _stamp_ns(header)
@@ -379,9 +379,20 @@ class SegppBehaviour:
         overlay = self.pub_overlay.get_subscription_count() > 0
         # colours and (without keypoints to draw on it) the overlay come with the labels: on a
         # GPU they are made there and copied with them
+        budget = settings["merge.budget_ms"]
+        size = network_size(*image.shape[:2], self.segmenter.max_side)
+        merge = self.merge_budget.choose(size, budget, settings.merge)
+        if merge is not self._applied_merge:
+            self.segmenter.set_merge(merge)
+            self._applied_merge = merge
+        start = time.perf_counter()
         result = self.segmenter(image, output=settings["output_resolution"], color=want_color,
                                 overlay_alpha=settings["overlay_alpha"] if overlay and not settings["pose.enable"]
                                 else None)
+        if self.inject_faults:
+            faults.slow_down(header.frame_id, time.perf_counter() - start)
+        if not self.merge_budget.record(size, merge, (time.perf_counter() - start) * 1000, budget):
+            self.counters.bump("budget_missed")
         encoding = label_encoding(len(self.segmenter.classes))
         self.publish(self.pub_label, lambda: array_to_image(result.labels, header, encoding))
         if want_color:
@@ -505,7 +516,10 @@ class SegppBehaviour:
             "model_p50_ms": f"{self.model_time.percentile(50):.1f}",
             "node_overhead_p50_ms": f"{self.own_time.percentile(50):.1f}",
             **{k: str(v) for k, v in sorted(counts.items())},
-            "merge_preset": self.segmenter.model.merge.name, "device": str(self.segmenter.device),
+            "merge_preset": self.segmenter.model.merge.name, "merge_budget_ms": f"{values['merge.budget_ms']:g}",
+            "budget_met_pct": self.merge_budget.met_percent(values["merge.budget_ms"]),
+            "budget_costs_ms": self.merge_budget.costs_text(values["merge.budget_ms"]),
+            "device": str(self.segmenter.device),
             "precision": values["precision"], "max_side": str(values["max_side"]),
             "input_topic": self.input_topic, "weights": self.segmenter.weights,
             **self.pose.status(values),

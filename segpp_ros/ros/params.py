@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Callable, Sequence
 
+from ..inference.budget import POSE_LADDER, SEG_LADDER
 from ..inference.timing import markdown_table
 from ..model.merge import NUM_STAGES, PRESETS, STRATEGIES, MergeConfig, StageMerge, TokenMerge, resolve_merge
 
@@ -73,16 +74,22 @@ MERGE_PRESETS: tuple[str, ...] = (*PRESETS, "custom")
 TOKEN_SETS: tuple[str, ...] = ("q", "kv")
 
 
-def merge_specs(prefix: str, what: str) -> list[ParamSpec]:
+def merge_specs(prefix: str, what: str, ladder: Sequence[str]) -> list[ParamSpec]:
     """The merge parameters of one model under ``prefix`` (e.g. 'merge', 'pose.merge').
 
     ``<prefix>.preset`` picks a preset; with 'custom' the per-stage values
-    ``<prefix>.stage<i>.<q|kv>.{mode,ratio,cell}`` and ``<prefix>.downsample`` apply.
+    ``<prefix>.stage<i>.<q|kv>.{mode,ratio,cell}`` and ``<prefix>.downsample`` apply;
+    ``<prefix>.budget_ms`` lets a latency budget pick from ``ladder`` per frame.
     """
     specs = [
         ParamSpec(f"{prefix}.preset", "none",
                   f"token merging of the {what} model: a preset, or 'custom' to use the per-stage "
                   f"{prefix}.stage<i>.* values; takes effect on the next frame", choices=MERGE_PRESETS),
+        ParamSpec(f"{prefix}.budget_ms", 0.0,
+                  f"latency budget of the {what} model per frame in ms; > 0: each frame runs the most accurate "
+                  f"merge setting predicted to fit, from {prefix}.preset down the ladder "
+                  f"{', '.join(ladder)}, predicted from the node's own measured times; 0: off, "
+                  f"{prefix}.preset always", low=0.0, high=60_000.0),
         ParamSpec(f"{prefix}.downsample", 1, f"custom merging only: input subsampling factor of the {what} model "
                   "(the logits are upsampled back)", low=1, high=8),
     ]
@@ -135,7 +142,7 @@ SEGMENTATION_SPECS: list[ParamSpec] = [
     ParamSpec("output_resolution", "input", "~/label and ~/color size: 'input' (the image's, logits resized "
               "before the argmax) or 'network'", choices=("input", "network")),
     ParamSpec("overlay_alpha", 0.5, "weight of the colour mask in ~/overlay", low=0.0, high=1.0),
-    *merge_specs("merge", "segmentation"),
+    *merge_specs("merge", "segmentation", SEG_LADDER),
 ]
 
 def _class_list(value: str) -> str | None:
@@ -175,7 +182,7 @@ POSE_SPECS: list[ParamSpec] = [
               read_only=True),
     ParamSpec("pose.marker_scale", 0.001, "~/markers: metres per image pixel (markers lie in the image's "
               "frame_id, x right, y down, z = 0)", low=1e-6, high=1.0),
-    *merge_specs("pose.merge", "pose"),
+    *merge_specs("pose.merge", "pose", POSE_LADDER),
 ]
 
 NODE_SPECS: list[ParamSpec] = [
@@ -261,6 +268,11 @@ def render_markdown(specs: list[ParamSpec] = ALL_SPECS) -> str:
     return markdown_table(["parameter", "default", "read-only", "values", "meaning"], rows)
 
 
+def _names_merge(changes: Mapping[str, Any], prefix: str) -> bool:
+    """Whether ``changes`` touch the merge configuration under ``prefix`` (its budget does not)."""
+    return any(k.startswith(prefix + ".") and k != f"{prefix}.budget_ms" for k in changes)
+
+
 @dataclass(frozen=True, eq=False)
 class Snapshot(Mapping):
     """One consistent view of every parameter (read-only), with the merge configurations it
@@ -282,9 +294,8 @@ class Snapshot(Mapping):
     def changed(self, changes: Mapping[str, Any]) -> Snapshot:
         """A new snapshot with ``changes`` applied; the merge objects are kept when unchanged."""
         values = MappingProxyType({**self.params, **changes})
-        merge = merge_from(values, "merge") if any(k.startswith("merge.") for k in changes) else self.merge
-        pose_merge = (merge_from(values, "pose.merge") if any(k.startswith("pose.merge.") for k in changes)
-                      else self.pose_merge)
+        merge = merge_from(values, "merge") if _names_merge(changes, "merge") else self.merge
+        pose_merge = merge_from(values, "pose.merge") if _names_merge(changes, "pose.merge") else self.pose_merge
         return Snapshot(values, merge, pose_merge)
 
     def __getitem__(self, name: str) -> Any:

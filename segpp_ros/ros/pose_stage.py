@@ -16,9 +16,11 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from segpp.msg import KeypointInfo, PersonKeypointsArray
 from visualization_msgs.msg import MarkerArray
 
+from ..inference.budget import POSE_LADDER, MergeBudget
 from ..inference.drawing import draw_skeletons
 from ..inference.pose import PoseEstimator, PoseResult, person_boxes, whole_frame_box
 from ..model.merge import MergeConfig
+from . import faults
 from .keypoint_msgs import keypoint_info_message, keypoints_message, markers_message
 from .params import Snapshot
 from .realtime import SlotWorker, Window
@@ -74,7 +76,8 @@ class PoseOutput:
             node.get_logger().warning(f"{err}. Until then no person boxes come from the segmentation "
                                       "(pose.box_source whole_frame still works)")
         self.estimator: PoseEstimator | None = None
-        self._applied_merge: MergeConfig | None = None  # the snapshot's merge object last applied
+        self._applied_merge: MergeConfig | None = None  # the merge object last applied
+        self.merge_budget = MergeBudget(POSE_LADDER)
         # why the last load failed: no retry per frame (the weights are read-only), only when
         # pose.enable is switched on again
         self.load_failure: str | None = None
@@ -188,12 +191,22 @@ class PoseOutput:
         """Keypoints of one frame (labels at input or network resolution), published."""
         start = time.perf_counter()
         estimator = self.load(values)
-        if values.pose_merge is not self._applied_merge:
-            estimator.set_merge(values.pose_merge)
-            self._applied_merge = values.pose_merge
+        boxes = self.boxes(values, image.shape[:2], labels)
+        # the pose model's time grows with the persons in the batch (and doubles with flip_test)
+        budget, key = values["pose.merge.budget_ms"], (min(len(boxes), values["pose.max_persons"]),
+                                                        values["pose.flip_test"])
+        merge = self.merge_budget.choose(key, budget, values.pose_merge)
+        if merge is not self._applied_merge:
+            estimator.set_merge(merge)
+            self._applied_merge = merge
         estimator.padding = values["pose.padding"]
         estimator.flip_test = values["pose.flip_test"]
-        result = estimator(image, self.boxes(values, image.shape[:2], labels), values["pose.max_persons"])
+        model_start = time.perf_counter()
+        result = estimator(image, boxes, values["pose.max_persons"])
+        if self.node.inject_faults:
+            faults.slow_down(header.frame_id, time.perf_counter() - model_start)
+        if boxes and not self.merge_budget.record(key, merge, (time.perf_counter() - model_start) * 1000, budget):
+            self.node.counters.bump("pose_budget_missed")
         self.node.publish(self.pub_keypoints, lambda: keypoints_message(header, result))
         if self.pub_markers.get_subscription_count() > 0:
             self.node.publish(self.pub_markers, lambda: markers_message(
@@ -217,5 +230,8 @@ class PoseOutput:
             merge = "(not loaded)"
         return {"pose": "on" if enabled else "off", "pose_persons_last": str(self.persons_last if enabled else 0),
                 "pose_p50_ms": f"{self.latency.percentile(50):.1f}", "pose_merge_preset": merge,
+                "pose_merge_budget_ms": f"{values['pose.merge.budget_ms']:g}",
+                "pose_budget_met_pct": self.merge_budget.met_percent(values["pose.merge.budget_ms"]),
+                "pose_budget_costs_ms": self.merge_budget.costs_text(values["pose.merge.budget_ms"]),
                 "pose_box_source": values["pose.box_source"],
                 "pose_dropped_overwritten": str(self.worker.slot.overwritten)}

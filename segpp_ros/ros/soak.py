@@ -138,7 +138,7 @@ def run(images: Sequence[np.ndarray], settings: Settings, log_dir: Path,
     from std_msgs.msg import Header
 
     from .conversions import rgb_to_image
-    from .graph import NodeProcess, Probe, diagnostics_status
+    from .graph import NodeProcess, Probe, diagnostics_status, end_run
 
     messages = {f"{im.shape[0]}x{im.shape[1]}": rgb_to_image(im, Header(frame_id="soak_camera"), "rgb8")
                 for im in images}
@@ -195,14 +195,7 @@ def run(images: Sequence[np.ndarray], settings: Settings, log_dir: Path,
                 next_restart += settings.camera_restart_s
             time.sleep(0.05)
     finally:
-        if camera is not None:
-            camera.stop.set()
-            camera.join(5)
-        probe.close()
-        code = node.stop()
-    log = node.output()
-    if code != 0:
-        raise RuntimeError(f"the node exited with code {code} at the end of the soak:\n{log[-3000:]}")
+        log = end_run(node, probe, camera, "at the end of the soak")
     return samples, log
 
 
