@@ -95,8 +95,11 @@ def test_a_slowed_machine_steps_down_and_back_up(graph):
     cheaper = ("2x2", "fast", "downsample")        # each >= 15 % cheaper than none at this size
     slow = presets_until(graph, f"segpp-fault:slow={SLOW}", (cheaper, None), 4)
     assert slow[-1][0] in cheaper, slow
+    # every frame before the step ran `none` 8x slower and missed (that miss is what made the
+    # controller step); the frame that stepped may well fit (downsample does)
+    assert len(slow) >= 2 and slow[0][0] == "none", slow
     values = diagnostics_status(graph[1], f"/{NAME}")[2]
-    assert float(values["budget_met_pct"]) < 100 and int(values["budget_missed"]) >= len(slow)
+    assert float(values["budget_met_pct"]) < 100 and int(values["budget_missed"]) >= len(slow) - 1
     assert float(values["pose_budget_met_pct"]) < 100 and int(values["pose_budget_missed"]) >= len(slow)
     assert values["merge_budget_ms"] == "250" and values["pose_merge_budget_ms"] == "250"
     assert values["budget_costs_ms"].startswith("none ") and "?" not in values["budget_costs_ms"]
