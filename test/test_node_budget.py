@@ -23,9 +23,10 @@ from .rosgraph import (
 NAME = "segpp_budget"
 TOPIC = "/budget_cam/image"
 BUDGET_MS = 250.0
-# 8x slower, only downsample fits (measured on 1 thread: none 43 ms, hq 47, 2x2 36, fast 36,
-# downsample 18 at 240x400 -> 256 px)
-SLOW = 8
+# 12x slower, only downsample fits (measured on 1 thread: none 43 ms, hq 47, 2x2 36, fast 36,
+# downsample 18 at 240x400 -> 256 px), and `none` misses by far (12 x 43 = 516 ms): a slowed frame
+# that runs it misses the budget even on a CPU half again as fast
+SLOW = 12
 PARAMS = {"device": "cpu", "max_side": 256, "threads": 1, "warmup_frames": 1, "diagnostics_period": 0.1,
           "merge.budget_ms": BUDGET_MS, "pose.merge.budget_ms": BUDGET_MS, "pose.box_source": "whole_frame"}
 SCENE = render_scene(10_000_778, 240, 400).image
@@ -87,19 +88,20 @@ def test_a_slowed_machine_steps_down_and_back_up(graph):
     assert {seg for seg, _ in calm} == {"none", "hq", "2x2", "fast", "downsample"}, calm
     assert {pose for _, pose in calm} == {"none", "2x2", "hq", "fast"}, calm
     assert calm[-1] == ("none", "none"), calm
-    # each stage now takes 8x as long: segmentation steps down within a few frames (to downsample,
+    # each stage now takes 12x as long: segmentation steps down within a few frames (to downsample,
     # the one step that fits, on a quiet machine; with other processes competing for the two
     # cores the calibration can rank the cheaper steps differently, so any of them passes here:
-    # the choice itself is test_budget.py's). The pose budget cannot be met at all (39 ms x 8)
+    # the choice itself is test_budget.py's). The pose budget cannot be met at all (39 ms x 12)
     # and which of its near-equal steps it then runs is decided by noise
     cheaper = ("2x2", "fast", "downsample")        # each >= 15 % cheaper than none at this size
     slow = presets_until(graph, f"segpp-fault:slow={SLOW}", (cheaper, None), 4)
     assert slow[-1][0] in cheaper, slow
-    # every frame before the step ran `none` 8x slower and missed (that miss is what made the
-    # controller step); the frame that stepped may well fit (downsample does)
-    assert len(slow) >= 2 and slow[0][0] == "none", slow
+    # every slowed frame that still ran `none` missed (the first one at least: the controller
+    # learns of the slow-down from it); the frame that stepped may well fit (downsample does)
+    ran_none = sum(seg == "none" for seg, _ in slow)
+    assert ran_none >= 1 and slow[0][0] == "none", slow
     values = diagnostics_status(graph[1], f"/{NAME}")[2]
-    assert float(values["budget_met_pct"]) < 100 and int(values["budget_missed"]) >= len(slow) - 1
+    assert float(values["budget_met_pct"]) < 100 and int(values["budget_missed"]) >= ran_none, (slow, values)
     assert float(values["pose_budget_met_pct"]) < 100 and int(values["pose_budget_missed"]) >= len(slow)
     assert values["merge_budget_ms"] == "250" and values["pose_merge_budget_ms"] == "250"
     assert values["budget_costs_ms"].startswith("none ") and "?" not in values["budget_costs_ms"]
