@@ -14,6 +14,7 @@ setup(
         "console_scripts": [
             "segpp-bench = segpp_ros.cli.bench:main",
             "segpp-rosbench = segpp_ros.cli.rosbench:main",
+            "segpp-camerabench = segpp_ros.cli.camerabench:main",
             "segpp-convert = segpp_ros.cli.convert:main",
             "segpp-train = segpp_ros.cli.train:main",
             "segpp-fidelity = segpp_ros.cli.fidelity:main",

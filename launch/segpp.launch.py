@@ -3,6 +3,7 @@
     ros2 launch segpp segpp.launch.py image:=/camera/image_raw
     ros2 launch segpp segpp.launch.py image:=/camera/image_raw transport:=compressed device:=cuda
     ros2 launch segpp segpp.launch.py params_file:=/path/my_segpp.yaml namespace:=front
+    ros2 launch segpp segpp.launch.py cameras:=front,rear     # front/image and rear/image, one model
 
 Launch arguments left empty keep the value of the params file (config/segpp.yaml by default).
 lifecycle:=true starts the managed node instead (unconfigured until `ros2 lifecycle set /segpp
@@ -42,6 +43,9 @@ def _node(context, *args, **kwargs):
         value = LaunchConfiguration(name).perform(context)
         if value:
             overrides[name] = value
+    cameras = [c.strip() for c in LaunchConfiguration("cameras").perform(context).split(",") if c.strip()]
+    if cameras:
+        overrides["cameras"] = cameras
     node_kwargs = dict(
         package=PACKAGE,
         executable=EXECUTABLE,
@@ -77,6 +81,10 @@ def generate_launch_description():
     default_params = os.path.join(get_package_share_directory(PACKAGE), "config", "segpp.yaml")
     arguments = [
         DeclareLaunchArgument("image", default_value="image", description="input image topic (base name)"),
+        DeclareLaunchArgument("cameras", default_value="",
+                              description="several cameras through one model, comma-separated (front,rear): each "
+                                          "subscribes <name>/image and publishes ~/<name>/label, ... (empty: the "
+                                          "params file's, by default one camera on image)"),
         DeclareLaunchArgument("params_file", default_value=default_params, description="node parameters file"),
         DeclareLaunchArgument("namespace", default_value="", description="namespace of the node and its outputs"),
         DeclareLaunchArgument("respawn", default_value="true",

@@ -16,7 +16,13 @@ import numpy as np
 import pytest
 
 from segpp_ros.ros.env import is_isolated_network
-from segpp_ros.ros.graph import NodeProcess, Probe, diagnostics_status, diagnostics_values  # noqa: F401 -- re-exported
+from segpp_ros.ros.graph import (  # noqa: F401 -- re-exported
+    NodeProcess,
+    Probe,
+    diagnostics_status,
+    diagnostics_values,
+    set_parameters,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -119,15 +125,9 @@ def roundtrip(graph, msg, topic: str = "/segpp/label", timeout: float = 60.0):
 
 
 def set_params(probe: Probe, node: str = "segpp", **values):
-    """Set parameters through the SetParameters service (what `ros2 param set` calls)."""
-    from rclpy.parameter import Parameter
-    from rclpy.parameter_client import AsyncParameterClient
-
-    client = AsyncParameterClient(probe.node, node)
-    assert client.wait_for_services(timeout_sec=30), f"parameter services of /{node} not found"
-    future = client.set_parameters([Parameter(k.replace("__", "."), value=v) for k, v in values.items()])
-    wait_for(future.done, 30, "the SetParameters response")
-    return future.result().results
+    """Set parameters through the SetParameters service (what `ros2 param set` calls);
+    ``merge__preset`` names ``merge.preset``."""
+    return set_parameters(probe, node, {k.replace("__", "."): v for k, v in values.items()})
 
 
 def get_param(probe: Probe, name: str, node: str = "segpp"):

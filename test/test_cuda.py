@@ -84,7 +84,8 @@ def test_a_steady_state_frame_synchronises_only_for_its_result(scene):
     torch.cuda.set_sync_debug_mode("error")
     try:
         with seg.stream():
-            results, _ = seg.device_results(scene.image[None], (h, w), network_size(h, w, seg.max_side), True, 0.5)
+            results, _ = seg.device_results([scene.image[None]], "input", network_size(h, w, seg.max_side), True,
+                                              0.5)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert results[0][0].shape == (h, w)

@@ -124,6 +124,25 @@ def test_a_batch_gives_each_image_its_own_labels(tiny_weights) -> None:
         np.testing.assert_array_equal(result.labels, seg(image).labels)
 
 
+def test_a_batch_of_cameras_of_different_sizes_gives_each_its_own_labels(tiny_weights) -> None:
+    """Images of different sizes that scale to one network input size share one forward pass,
+    each labelled at its own size exactly as alone; sizes that do not are refused."""
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in ((96, 128, 3), (120, 160, 3), (48, 64, 3))]
+    seg = Segmenter(tiny_weights[0], device="cpu", max_side=64, merge="2x2")
+    batch = seg.batch(images, color=True, overlay_alpha=0.3)
+    assert len({r.network_ms for r in batch}) == 1
+    for image, result in zip(images, batch):
+        alone = seg(image, color=True, overlay_alpha=0.3)
+        assert result.labels.shape == image.shape[:2]
+        for got, want in ((result.labels, alone.labels), (result.color, alone.color), (result.overlay, alone.overlay)):
+            np.testing.assert_array_equal(got, want)
+    for output in ("network",):
+        assert all(r.labels.shape == (48, 64) for r in seg.batch(images, output=output))
+    with pytest.raises(ValueError, match="one network input size"):
+        seg.batch([images[0], rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)])
+
+
 def test_auto_precision_is_float32_on_the_cpu(tiny_weights) -> None:
     import torch
 

@@ -166,8 +166,8 @@ def test_remappings_are_the_node_inputs(launch: LaunchFile) -> None:
     node_py = NODE_PY.read_text()
     for topic in sources:
         assert f'"{topic}"' in node_py, f"node.py never names the topic {topic!r}"
-    assert "create_subscription(" in node_py and '(Image, "image")' in node_py
-    assert "(CompressedImage, self.input_topic)" in node_py
+    assert "create_subscription(" in node_py and '(Image, camera.input("image"))' in node_py
+    assert "(CompressedImage, camera.input_topic)" in node_py
     # both targets follow the image:= launch argument
     for r in remaps.elts:
         target = r.elts[1]

@@ -81,3 +81,12 @@ def test_a_node_that_refuses_to_start_is_not_respawned(launch, tmp_path):
     assert "cannot load the segmentation weights: /nonexistent/model.pth" in out
     assert "exit code 78" in out and len(node_pids(out)) == 1 and "starting it again" not in out, out[-3000:]
     assert "Traceback" not in out
+
+
+def test_the_cameras_argument_gives_each_camera_its_input(launch):
+    # comma-separated, spaces allowed; relative names, so the namespace applies to each
+    group = launch("cameras:=front, rear", "namespace:=robot")
+    wait_for(lambda: segmenting(group), START_TIMEOUT, "the node to start under launch")
+    assert "segmenting /robot/front/image, /robot/rear/image (raw)" in group.output(), group.output()[-3000:]
+    group.interrupt()
+    assert group.wait(15) == 0, group.output()[-3000:]

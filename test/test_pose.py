@@ -316,6 +316,28 @@ def test_batch_equals_singles(tiny_weights: str, merge: str) -> None:
         np.testing.assert_allclose(t.keypoints, a.keypoints, atol=1e-3)
 
 
+def test_frames_of_several_cameras_share_one_forward(tiny_weights: str, monkeypatch) -> None:
+    """PoseEstimator.batch: the persons of several frames (sizes of their own, one without
+    persons) through one forward; each frame gets what it gets alone, in its own image px."""
+    est = PoseEstimator(tiny_weights, device="cpu")
+    rng = np.random.default_rng(2)
+    frames = [(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8), [_box(10, 10, 60, 110), _box(70, 20, 150, 100)]),
+              (rng.integers(0, 256, (90, 70, 3), dtype=np.uint8), []),
+              (rng.integers(0, 256, (64, 200, 3), dtype=np.uint8), [_box(5, 5, 120, 60), _box(0, 0, 30, 30),
+                                                                     _box(150, 10, 199, 63)])]
+    alone = [est(image, boxes, max_persons=2) for image, boxes in frames]
+    forward = est.heatmaps
+    calls: list[int] = []
+    monkeypatch.setattr(est, "heatmaps", lambda crops: calls.append(len(crops)) or forward(crops))
+    together = est.batch(frames, max_persons=2)
+    assert calls == [4]                                   # 2 + 0 + the first 2 of 3, one forward
+    assert [len(r.persons) for r in together] == [2, 0, 2] and together[1].network_ms == 0.0
+    for t, a in zip(together, alone):
+        for pt, pa in zip(t.persons, a.persons):
+            np.testing.assert_array_equal(pt.box, pa.box)
+            np.testing.assert_allclose(pt.keypoints, pa.keypoints, atol=1e-3)
+
+
 def test_merge_changes_heatmaps_and_none_restores_them(tiny_weights: str) -> None:
     est = PoseEstimator(tiny_weights, device="cpu", input_size=(128, 96))
     crops = torch.randn(2, 3, 128, 96)

@@ -5,7 +5,7 @@ import math
 import threading
 import time
 
-from segpp_ros.ros.realtime import Counters, LatestSlot, RateMeter, SlotWorker, Window
+from segpp_ros.ros.realtime import Counters, LatestPerKey, LatestSlot, RateMeter, SlotWorker, Window
 
 
 def test_latest_slot_keeps_only_the_newest() -> None:
@@ -17,6 +17,54 @@ def test_latest_slot_keeps_only_the_newest() -> None:
     assert slot.take(timeout=0.01) is None            # empty: times out
     slot.close()
     assert slot.take() is None                       # closed: returns at once
+
+
+def test_latest_per_key_keeps_the_newest_of_each_key_oldest_first() -> None:
+    slots: LatestPerKey[str] = LatestPerKey(max_items=2)
+    for item, key in (("front0", "front"), ("rear0", "rear"), ("front1", "front"), ("left0", "left")):
+        slots.put(item, key)
+    assert slots.overwritten_by == {"front": 1} and slots.overwritten == 1
+    assert slots.take(timeout=0) == ["rear0", "front1"]     # oldest first, at most max_items
+    assert slots.take(timeout=0) == ["left0"]               # the rest waited for the next take
+    assert slots.take(timeout=0.01) is None
+    slots.put("x", "front")
+    slots.clear()
+    assert slots.take(timeout=0.01) is None
+    slots.close()
+    assert slots.take() is None
+
+
+def _stream(slots: LatestPerKey, key: str, period: float, frames: int) -> threading.Thread:
+    """A camera: ``frames`` items (key, time put) every ``period`` s on its own thread."""
+    def run() -> None:
+        for _ in range(frames):
+            slots.put((key, time.monotonic()), key)
+            time.sleep(period)
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_the_batch_window_waits_for_cameras_due_and_not_for_a_stopped_one() -> None:
+    # two cameras at 5 Hz, half a period apart: with a window longer than that, each take gets
+    # a frame of both (the front's waits ~0.1 s for the rear's); then the rear camera stops and,
+    # after at most two of its intervals, the front's frames are no longer held back at all
+    slots: LatestPerKey[tuple[str, float]] = LatestPerKey(window_s=0.15)
+    front = _stream(slots, "front", 0.2, 16)
+    time.sleep(0.1)
+    rear = _stream(slots, "rear", 0.2, 6)
+    takes = []
+    while front.is_alive():
+        items = slots.take(timeout=0.5)
+        if items:
+            now = time.monotonic()
+            takes.append((sorted(key for key, _ in items), max(now - put for _, put in items), rear.is_alive()))
+    both = [t for t in takes if t[0] == ["front", "rear"]]
+    assert len(both) >= 3, takes                 # while both ran, their frames were taken together
+    alone = takes[-6:]                           # the rear stopped more than a second ago
+    assert all(names == ["front"] and waited < 0.1 for names, waited, _ in alone), takes
+    # and a window never holds a frame longer than itself
+    assert all(waited < 0.15 + 0.1 for _, waited, _ in takes), takes
 
 
 def test_slot_worker_takes_the_newest_item_and_survives_errors() -> None:

@@ -154,6 +154,10 @@ def test_param_list_get_describe_dump(launched, tmp):
 
     dumped = yaml.safe_load(cli(tmp, "param", "dump", NODE))[NODE]["ros__parameters"]
     assert dumped["max_side"] == 256 and dumped["threads"] == 1 and dumped["merge"]["preset"] == "none"
+    # an empty list parameter has a value (not "not set"), its type, and stays read-only
+    assert dumped["cameras"] == [], dumped.get("cameras")
+    described = cli(tmp, "param", "describe", NODE, "cameras")
+    assert "string array" in described.lower() and "read only: true" in described.lower(), described
     assert dumped["pose"]["max_persons"] == 2 and dumped["merge"]["stage1"]["q"]["cell"] == [2, 2]
 
 

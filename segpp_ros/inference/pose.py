@@ -311,27 +311,43 @@ class PoseEstimator:
     def __call__(self, image: np.ndarray, boxes: Sequence[PersonBox], max_persons: int = 8) -> PoseResult:
         """image [H, W, 3] uint8 RGB and person boxes (largest first) -> keypoints of the first
         max_persons boxes, in image px."""
+        return self.batch([(image, boxes)], max_persons)[0]
+
+    def batch(self, frames: Sequence[tuple[np.ndarray, Sequence[PersonBox]]], max_persons: int = 8) -> list[PoseResult]:
+        """Several frames (e.g. one per camera), each an image [H, W, 3] uint8 RGB with its person
+        boxes (largest first) -> each frame's keypoints of its first max_persons boxes, from one
+        forward pass over all their crops; network_ms is the batch's, total_ms the whole call's."""
         start = time.perf_counter()
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected an RGB uint8 image [H, W, 3], got {image.dtype} {image.shape}")
-        boxes = list(boxes)[:max(int(max_persons), 0)]
-        if not boxes:
-            return PoseResult([], 0.0, (time.perf_counter() - start) * 1000)
-        affines = [box_to_affine(b.box, self.input_size, self.padding) for b in boxes]
-        with torch.cuda.stream(self._stream) if self._stream is not None else contextlib.nullcontext():
-            if self.device.type == "cuda":
-                # the frame goes up once and is cropped there; black outside, then normalised, as
-                # the CPU path's OpenCV crops
-                frame = upload(image, self.device, self._uploads).permute(0, 3, 1, 2).float()
-                crops = normalise(warp_crops_torch(frame, np.stack(affines), self.input_size).round()
-                                  .clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1), self.dtype)
-            else:
-                crops = to_tensor(np.stack([warp_crop(image, a, self.input_size) for a in affines]), self.device,
-                                  self.dtype)
-            kp, network_ms = self.crop_keypoints(crops)
-        persons = []
-        for b, a, k in zip(boxes, affines, kp):
-            out = k.astype(np.float32, copy=True)
-            out[:, :2] = transform_points(k[:, :2], invert_affine(a))
-            persons.append(PersonPose(np.asarray(b.box, np.float32), float(b.score), int(b.instance_id), out))
-        return PoseResult(persons, network_ms, (time.perf_counter() - start) * 1000)
+        for image, _ in frames:
+            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+                raise ValueError(f"expected an RGB uint8 image [H, W, 3], got {image.dtype} {image.shape}")
+        kept = [list(boxes)[:max(int(max_persons), 0)] for _, boxes in frames]
+        affines = [[box_to_affine(b.box, self.input_size, self.padding) for b in boxes] for boxes in kept]
+        kp, network_ms = np.zeros((0, 0, 3), np.float32), 0.0
+        if any(kept):
+            with torch.cuda.stream(self._stream) if self._stream is not None else contextlib.nullcontext():
+                crops = torch.cat([self._crops(image, a) for (image, _), a in zip(frames, affines) if a])
+                kp, network_ms = self.crop_keypoints(crops)
+        results, first = [], 0
+        for boxes, frame_affines in zip(kept, affines):
+            persons = []
+            for b, a, k in zip(boxes, frame_affines, kp[first:first + len(boxes)]):
+                out = k.astype(np.float32, copy=True)
+                out[:, :2] = transform_points(k[:, :2], invert_affine(a))
+                persons.append(PersonPose(np.asarray(b.box, np.float32), float(b.score), int(b.instance_id), out))
+            first += len(boxes)
+            results.append(PoseResult(persons, network_ms if boxes else 0.0, 0.0))
+        total_ms = (time.perf_counter() - start) * 1000
+        for result in results:
+            result.total_ms = total_ms
+        return results
+
+    def _crops(self, image: np.ndarray, affines: Sequence[np.ndarray]) -> torch.Tensor:
+        """The normalised person crops [n, 3, h, w] of one frame."""
+        if self.device.type == "cuda":
+            # the frame goes up once and is cropped there; black outside, then normalised, as
+            # the CPU path's OpenCV crops
+            frame = upload(image, self.device, self._uploads).permute(0, 3, 1, 2).float()
+            return normalise(warp_crops_torch(frame, np.stack(affines), self.input_size).round()
+                             .clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1), self.dtype)
+        return to_tensor(np.stack([warp_crop(image, a, self.input_size) for a in affines]), self.device, self.dtype)

@@ -8,7 +8,7 @@ import contextlib
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -92,18 +92,31 @@ class Segmenter:
         return self.batch(image[None], output, color, overlay_alpha)[0]
 
     @torch.inference_mode()
-    def batch(self, images: np.ndarray, output: str = "input", color: bool = False,
+    def batch(self, images: np.ndarray | Sequence[np.ndarray], output: str = "input", color: bool = False,
               overlay_alpha: float | None = None) -> list[Segmentation]:
-        """images: [B, H, W, 3] uint8 RGB (one size, e.g. several cameras) -> one Segmentation
-        each, from one forward pass; network_ms is the batch's, total_ms the whole call's."""
+        """images: [B, H, W, 3] uint8 RGB, or a list of [H, W, 3] images of any sizes that share
+        one network input size (several cameras) -> one Segmentation each, from one forward pass;
+        network_ms is the batch's, total_ms the whole call's. Each image's labels are the ones it
+        gets alone."""
         start = time.perf_counter()
-        if images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8:
-            raise ValueError(f"expected RGB uint8 images [B, H, W, 3], got {images.dtype} {images.shape}")
-        b, h, w = images.shape[:3]
-        nh, nw = network_size(h, w, self.max_side)
-        size = (h, w) if output == "input" else (nh, nw)
+        shapes = {tuple(np.shape(im)) for im in images} if not isinstance(images, np.ndarray) else set()
+        if isinstance(images, np.ndarray) or len(shapes) == 1:
+            images = np.asarray(images) if isinstance(images, np.ndarray) else np.stack(images)
+            if images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8:
+                raise ValueError(f"expected RGB uint8 images [B, H, W, 3], got {images.dtype} {images.shape}")
+            groups = [images]
+        else:
+            for im in images:
+                if im.ndim != 3 or im.shape[2] != 3 or im.dtype != np.uint8:
+                    raise ValueError(f"expected RGB uint8 images [H, W, 3], got {im.dtype} {im.shape}")
+            groups = [im[None] for im in images]
+        networks = {network_size(*g.shape[1:3], self.max_side) for g in groups}
+        if len(networks) != 1:
+            raise ValueError(f"one batch needs one network input size; these images give {sorted(networks)}: "
+                             "batch the images of each size separately")
+        network = networks.pop()
         with self.stream():
-            results, timer = self.device_results(images, size, (nh, nw), color, overlay_alpha)
+            results, timer = self.device_results(groups, output, network, color, overlay_alpha)
             # the one synchronisation of the call
             copied = [tuple(t.cpu().numpy() if t is not None else None for t in r) for r in results]
         network_ms = timer.ms()
@@ -115,19 +128,27 @@ class Segmenter:
         """The Segmenter's own CUDA stream as the current one (nothing on the CPU)."""
         return torch.cuda.stream(self._stream) if self._stream is not None else contextlib.nullcontext()
 
-    def device_results(self, images: np.ndarray, size: tuple[int, int], network: tuple[int, int], color: bool,
+    def device_results(self, groups: Sequence[np.ndarray], output: str, network: tuple[int, int], color: bool,
                        overlay_alpha: float | None) -> tuple[list[tuple], DeviceTimer]:
         """Everything up to the result copy, queued on the device with no synchronisation:
-        per image (labels, colours, overlay) device tensors, and the forward pass's timer."""
+        groups are [b, H, W, 3] uint8 arrays (one size each) whose network input size is
+        ``network``; per image (labels, colours, overlay) device tensors at its own size
+        (``output`` 'input') or the network's, and the forward pass's timer."""
         timer = DeviceTimer(self.device)
-        pixels = upload(images, self.device, self._uploads)
-        x = normalise(pixels, self.dtype)
-        if network != tuple(images.shape[1:3]):
-            x = F.interpolate(x, size=network, mode="bilinear", align_corners=False, antialias=True)
+        pixels, inputs = [], []
+        for group in groups:
+            uploaded = upload(group, self.device, self._uploads)
+            x = normalise(uploaded, self.dtype)
+            if network != tuple(group.shape[1:3]):
+                x = F.interpolate(x, size=network, mode="bilinear", align_corners=False, antialias=True)
+            pixels += list(uploaded)
+            inputs.append(x)
+        x = inputs[0] if len(inputs) == 1 else torch.cat(inputs)
         timer.start()
         logits = self.forward(x)
         timer.stop()
-        return [self._post(logits[i:i + 1], pixels[i], size, color, overlay_alpha) for i in range(len(images))], timer
+        return [self._post(logits[i:i + 1], p, tuple(p.shape[:2]) if output == "input" else network, color,
+                           overlay_alpha) for i, p in enumerate(pixels)], timer
 
     def _post(self, logits: torch.Tensor, pixels: torch.Tensor, size: tuple[int, int], color: bool,
               overlay_alpha: float | None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:

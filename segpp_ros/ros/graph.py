@@ -200,12 +200,14 @@ class Probe:
         self._thread.join(5)
 
 
-def diagnostics_status(probe: Probe, node_name: str = "/segpp") -> tuple[int, str, dict[str, str]] | None:
+def diagnostics_status(probe: Probe, node_name: str = "/segpp",
+                       part: str = "segmentation") -> tuple[int, str, dict[str, str]] | None:
     """(level, message, key/values) of the node's latest status on /diagnostics (None before the
-    first one); level 0 OK, 1 WARN, 2 ERROR."""
+    first one); level 0 OK, 1 WARN, 2 ERROR. ``part``: the model's status ('segmentation') or
+    a named camera's ('camera front')."""
     for msg in reversed(probe.messages("/diagnostics")):
         for status in msg.status:
-            if status.name.startswith(f"{node_name}:"):
+            if status.name == f"{node_name}: {part}":
                 # DiagnosticStatus.level is a ROS byte: bytes of length 1 in rclpy
                 level = status.level[0] if isinstance(status.level, (bytes, bytearray)) else int(status.level)
                 return level, status.message, {kv.key: kv.value for kv in status.values}
@@ -231,3 +233,21 @@ def end_run(node: NodeProcess, probe: Probe, camera: Any, what: str) -> str:
     if code != 0:
         raise RuntimeError(f"the node exited with code {code} {what}:\n{log[-3000:]}")
     return log
+
+
+def set_parameters(probe: Probe, node_name: str, values: dict[str, Any], timeout: float = 30.0) -> list[Any]:
+    """Set parameters of ``node_name`` through its SetParameters service (what `ros2 param set`
+    calls); the SetParametersResult of each, or RuntimeError when the service does not answer."""
+    from rclpy.parameter import Parameter
+    from rclpy.parameter_client import AsyncParameterClient
+
+    client = AsyncParameterClient(probe.node, node_name)
+    if not client.wait_for_services(timeout_sec=timeout):
+        raise RuntimeError(f"the parameter services of /{node_name} did not appear within {timeout:g} s")
+    future = client.set_parameters([Parameter(name, value=value) for name, value in values.items()])
+    deadline = time.monotonic() + timeout
+    while not future.done():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"/{node_name} did not answer SetParameters within {timeout:g} s")
+        time.sleep(0.01)
+    return list(future.result().results)

@@ -10,6 +10,7 @@ is ever queued. SegppBehaviour holds what the node does; SegppNode runs it as a 
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
@@ -27,7 +28,11 @@ import rclpy  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue  # noqa: E402
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult  # noqa: E402
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks  # noqa: E402
-from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException  # noqa: E402
+from rclpy.exceptions import (  # noqa: E402
+    InvalidParameterTypeException,
+    InvalidParameterValueException,
+    ParameterUninitializedException,
+)
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
@@ -39,11 +44,12 @@ from ..inference.budget import SEG_LADDER, MergeBudget  # noqa: E402
 from ..inference.segmenter import network_size  # noqa: E402
 from ..model.runtime import keep_freed_memory, release_freed_memory  # noqa: E402
 from . import faults  # noqa: E402
+from .cameras import Camera  # noqa: E402
 from .conversions import ImageFormatError, array_to_image, compressed_to_rgb, image_to_rgb, label_encoding  # noqa: E402
 from .health import ERROR, FUTURE_TOLERANCE_S, OK, Health, Stage, Verdict  # noqa: E402
 from .params import ALL_SPECS, SPECS_BY_NAME, ParamSpec, Snapshot, validate_changes  # noqa: E402
-from .pose_stage import PoseJob, PoseLoadError, PoseOutput  # noqa: E402
-from .realtime import Counters, SlotWorker, Window  # noqa: E402
+from .pose_stage import PoseItem, PoseJob, PoseLoadError, PoseOutput  # noqa: E402
+from .realtime import Counters, LatestPerKey, SlotWorker, Window  # noqa: E402
 from .spin import StopSignals, spin_until_stopped  # noqa: E402 -- StopSignals: run()'s argument type
 
 NODE_NAME = "segpp"
@@ -77,10 +83,21 @@ def descriptor(spec: ParamSpec, read_only: bool | None = None) -> ParameterDescr
 
 @dataclass
 class Frame:
-    """An input message and when it arrived (monotonic seconds)."""
+    """An input message, when it arrived (monotonic seconds) and from which camera."""
 
     msg: Image | CompressedImage
     arrived: float
+    camera: Camera
+
+
+@dataclass
+class Decoded:
+    """A frame that passed the checks: its RGB image [H, W, 3] and header."""
+
+    frame: Frame
+    image: np.ndarray
+    header: Any
+    stamp: int
 
 
 def _stamp_ns(header: Any) -> int:
@@ -109,13 +126,12 @@ class SegppBehaviour:
         self._stop_requested = stop or threading.Event()
         for spec in ALL_SPECS:
             try:
-                self.declare_parameter(spec.name, spec.default,
-                                       descriptor(spec, spec.read_only and self.READ_ONLY_DESCRIPTORS))
+                self._declare_one(spec)
             except (InvalidParameterTypeException, InvalidParameterValueException) as err:
                 # an override from --ros-args or a params file that the descriptor refuses
                 raise StartupError(f"bad parameter {spec.name}: {err}. Fix it in the params file or the "
                                    f"--ros-args -p {spec.name}:=... override (default: {spec.default!r})") from None
-        values = {s.name: self._typed(s, self.get_parameter(s.name).value) for s in ALL_SPECS}
+        values = {s.name: self._typed(s, self._declared_value(s)) for s in ALL_SPECS}
         for spec in ALL_SPECS:
             reason = spec.validate(values[spec.name])
             if reason:
@@ -137,11 +153,10 @@ class SegppBehaviour:
         self.segmenter: Any = None         # the models and threads exist while configured
         self.pose: PoseOutput | None = None
         self.worker: SlotWorker[Frame] | None = None
-        self._subscription: Any = None
         self._image_publishers: list[Any] = []
         self.health = Health()
-        self.input_topic = (self._compressed_topic() if self.values["transport"] == "compressed"
-                            else self.resolve_topic_name("image"))
+        self.cameras: list[Camera] = []
+        self.input_topic = ""              # the cameras' input topics, for logs and diagnostics
         self.add_on_set_parameters_callback(self._check_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -166,31 +181,38 @@ class SegppBehaviour:
         self.merge_budget = MergeBudget(SEG_LADDER)
         qos = self._qos()
         events = PublisherEventCallbacks(incompatible_qos=self._on_incompatible_qos)
-        self.pub_label = self.create_publisher(Image, "~/label", qos, event_callbacks=events)
-        self.pub_color = self.create_publisher(Image, "~/color", qos, event_callbacks=events)
-        self.pub_overlay = self.create_publisher(Image, "~/overlay", qos, event_callbacks=events)
+        self.cameras = [Camera(name) for name in self.values["cameras"] or [""]]
+        for camera in self.cameras:
+            camera.input_topic = self._input_topic(camera)
+        self.input_topic = ", ".join(camera.input_topic for camera in self.cameras)
+        for camera in self.cameras:
+            camera.publishers = {leaf: self.create_publisher(Image, camera.output(leaf), qos, event_callbacks=events)
+                                 for leaf in ("label", "color", "overlay")}
+            self.pose.create_camera_publishers(camera)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.pub_label_info = self.create_publisher(LabelInfo, "~/label_info", latched)
-        self._image_publishers = [self.pub_label, self.pub_color, self.pub_overlay, self.pub_label_info]
+        self._image_publishers = [self.pub_label_info]
         self.pose.create_publishers()
         self._warm_up()
-        self.health = Health()  # its "no image for N s" clock starts now, after loading and warm-up
-        self.worker = SlotWorker("segpp-inference", self._process, self._frame_failed)
+        self._reset_health()  # the "no image for N s" clocks start now, after loading and warm-up
+        slot = LatestPerKey(self.values["batch_window_ms"] / 1000, self.values["batch_max"])
+        self.worker = SlotWorker("segpp-inference", self._process, self._frame_failed, slot)
         self.worker.start()
         self.pose.start()
 
     def _activate(self) -> None:
         """Subscribe and publish: the latched class and keypoint tables first."""
         sub_events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
-        kind, topic = ((CompressedImage, self.input_topic) if self.values["transport"] == "compressed"
-                       else (Image, "image"))
         self._active.set()
         self._publish_label_info()
         self.pose.publish_info()
-        self.health = Health()
-        self._subscription = self.create_subscription(kind, topic, self._on_image, self._qos(),
-                                                      event_callbacks=sub_events)
+        self._reset_health()
+        for camera in self.cameras:
+            kind, topic = ((CompressedImage, camera.input_topic) if self.values["transport"] == "compressed"
+                           else (Image, camera.input("image")))
+            camera.subscription = self.create_subscription(kind, topic, functools.partial(self._on_image, camera),
+                                                           self._qos(), event_callbacks=sub_events)
         self.get_logger().info(
             f"segmenting {self.input_topic} ({self.values['transport']}) with {self.segmenter.describe()} "
             f"on {self.segmenter.device}, merge '{self.values.merge.name}'")
@@ -198,19 +220,22 @@ class SegppBehaviour:
     def _deactivate(self) -> None:
         """Stop publishing at once (a frame in progress publishes nothing) and drop the input."""
         self._active.clear()
-        if self._subscription is not None:
-            self.destroy_subscription(self._subscription)
-            self._subscription = None
+        for camera in self.cameras:
+            if camera.subscription is not None:
+                self.destroy_subscription(camera.subscription)
+                camera.subscription = None
         if self.worker is not None:
-            self.worker.slot.take(timeout=0)   # the frame waiting in the slot is dropped too
+            self.worker.slot.clear()   # the frames waiting in the slot are dropped too
 
     def _cleanup(self, timeout: float = SHUTDOWN_TIMEOUT_S) -> bool:
         """Stop the workers (one shared deadline), destroy the publishers, free the models (and
         the CUDA cache); True when every worker ended in time."""
         finished = self._stop_workers(timeout)
-        for publisher in self._image_publishers:
+        for publisher in [*self._image_publishers, *(p for c in self.cameras for p in c.publishers.values())]:
             self.destroy_publisher(publisher)
         self._image_publishers = []
+        for camera in self.cameras:
+            camera.publishers = {}
         if self.pose is not None:
             self.pose.destroy_publishers()
         device = getattr(self.segmenter, "device", None)
@@ -225,6 +250,12 @@ class SegppBehaviour:
         release_freed_memory()
         return finished
 
+    def _reset_health(self) -> None:
+        """New watchdogs: their "no image for N s" clocks start now."""
+        self.health = Health()
+        for camera in self.cameras:
+            camera.health = Health()
+
     def _stop_workers(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         workers = [w for w in (self.worker, self.pose.worker if self.pose else None) if w is not None]
@@ -233,11 +264,31 @@ class SegppBehaviour:
         return all([worker.join(deadline) for worker in workers])
 
     # -- start-up ---------------------------------------------------------------------------------
+    def _declare_one(self, spec: ParamSpec) -> None:
+        final = descriptor(spec, spec.read_only and self.READ_ONLY_DESCRIPTORS)
+        if not (spec.is_list and not spec.default):
+            self.declare_parameter(spec.name, spec.default, final)
+            return
+        # rclpy cannot tell the type of an empty list: declared by type, writable until its value
+        # is set (left unset, `ros2 param get` and `ros2 param dump` could not show it), then
+        # given its real descriptor
+        kind = Parameter.Type.STRING_ARRAY if spec.items is str else Parameter.Type.INTEGER_ARRAY
+        self.declare_parameter(spec.name, kind, descriptor(spec, read_only=False))
+        try:
+            self.get_parameter(spec.name)
+        except ParameterUninitializedException:
+            self.set_parameters([Parameter(spec.name, kind, [])])
+        final.type = kind.value
+        self.set_descriptor(spec.name, final)
+
+    def _declared_value(self, spec: ParamSpec) -> Any:
+        return self.get_parameter(spec.name).value
+
     @staticmethod
     def _typed(spec: ParamSpec, value: Any) -> Any:
         # integer arrays come back as array.array; ints given for float parameters stay ints
-        if isinstance(spec.default, list) and value is not None and not isinstance(value, str):
-            return [int(v) for v in value]
+        if spec.is_list and value is not None and not isinstance(value, str):
+            return [int(v) for v in value] if spec.items is int else list(value)
         if isinstance(spec.default, float) and isinstance(value, int) and not isinstance(value, bool):
             return float(value)
         return value
@@ -281,12 +332,16 @@ class SegppBehaviour:
             self.pose.warm_up()
         self.get_logger().info(f"warm-up: {n} frames in {time.perf_counter() - start:.2f} s")
 
-    def _compressed_topic(self) -> str:
-        """image_transport's convention: <resolved image topic>/compressed, unless remapped itself."""
-        direct = self.resolve_topic_name("image/compressed")
-        if direct != self.resolve_topic_name("image/compressed", only_expand=True):
+    def _input_topic(self, camera: Camera) -> str:
+        """The resolved input topic of a camera: <camera>/image, or with transport compressed
+        image_transport's convention, <resolved image topic>/compressed unless
+        <camera>/image/compressed is remapped itself."""
+        if self.values["transport"] != "compressed":
+            return self.resolve_topic_name(camera.input("image"))
+        direct = self.resolve_topic_name(camera.input("image/compressed"))
+        if direct != self.resolve_topic_name(camera.input("image/compressed"), only_expand=True):
             return direct
-        return self.resolve_topic_name("image") + "/compressed"
+        return self.resolve_topic_name(camera.input("image")) + "/compressed"
 
     def _publish_label_info(self) -> None:
         def build() -> LabelInfo:
@@ -323,105 +378,161 @@ class SegppBehaviour:
         self.values = previous.changed(changes)
         if changes.get("pose.enable") and not previous["pose.enable"] and self.pose is not None:
             self.pose.retry_load()
+        if self.worker is not None and isinstance(self.worker.slot, LatestPerKey):
+            self.worker.slot.window_s = self.values["batch_window_ms"] / 1000
+            self.worker.slot.max_items = self.values["batch_max"]
         if self.values.merge is not previous.merge:
             self.get_logger().info(f"merge -> {self.values.merge.name!r} from the next frame")
         if self.values.pose_merge is not previous.pose_merge:
             self.get_logger().info(f"pose merge -> {self.values.pose_merge.name!r} from the next frame")
 
     # -- frames -----------------------------------------------------------------------------------
-    def _on_image(self, msg: Image | CompressedImage) -> None:
+    def _on_image(self, camera: Camera, msg: Image | CompressedImage) -> None:
         self.health.input()
-        self.worker.put(Frame(msg, time.monotonic()))
+        camera.health.input()
+        self.worker.slot.put(Frame(msg, time.monotonic(), camera), camera.name)
 
-    def _problem(self, kind: str, text: str) -> None:
-        """A frame that ends without labels: counted, told to the watchdog, logged (throttled)."""
+    def _problem(self, kind: str, text: str, camera: Camera | None = None) -> None:
+        """A frame that ends without labels: counted, told to the watchdogs (the node's and its
+        camera's), logged (throttled)."""
         self.counters.bump(kind)
         self.health.problem(kind, text)
+        if camera is not None:
+            camera.counters.bump(kind)
+            camera.health.problem(kind, text)
         self.log_throttled(kind, text)
 
-    def _frame_failed(self, err: Exception) -> None:
+    def _frame_failed(self, err: Exception, cameras: list[Camera] | None = None) -> None:
         if self._closing.is_set():
             return  # publishers and clock may be gone: a frame cut short by shutdown is no error
         text = f"frame failed: {type(err).__name__}: {err}"
         self.counters.bump("errors")
         self.health.problem("errors", text)
+        for camera in cameras or ():
+            camera.counters.bump("errors")
+            camera.health.problem("errors", text)
         self.log_throttled("errors", text, error=True)
 
-    def _process(self, frame: Frame) -> None:
-        settings = self.values  # one snapshot for the whole frame
+    def _process(self, frames: list[Frame]) -> None:
+        """The frames waiting at one take (the newest of each camera): each checked and decoded,
+        then one batched forward pass per network input size, at most batch_max frames each. A
+        frame that fails takes only its own batch with it."""
+        settings = self.values  # one snapshot for all of them
+        self.segmenter.max_side = settings["max_side"] or None
+        groups: dict[tuple[int, int], list[Decoded]] = {}
+        for frame in frames:
+            try:
+                decoded = self._decode(frame, settings)
+            except Exception as err:  # noqa: BLE001 -- the other cameras' frames go on
+                self._frame_failed(err, [frame.camera])
+                continue
+            if decoded is not None:
+                size = network_size(*decoded.image.shape[:2], self.segmenter.max_side)
+                groups.setdefault(size, []).append(decoded)
+        for size, group in groups.items():
+            for first in range(0, len(group), settings["batch_max"]):
+                batch = group[first:first + settings["batch_max"]]
+                try:
+                    self._segment(size, batch, settings)
+                except Exception as err:  # noqa: BLE001 -- counted for each frame's camera
+                    self._frame_failed(err, [d.frame.camera for d in batch])
+
+    def _decode(self, frame: Frame, settings: Snapshot) -> Decoded | None:
+        """The frame's RGB image, or None (counted as a problem of its camera) when it is too old
+        or not an image we can read."""
+        camera = frame.camera
         if self.inject_faults:
             faults.inject(frame.msg.header.frame_id)
-        self.segmenter.max_side = settings["max_side"] or None
         header = frame.msg.header
         stamp = _stamp_ns(header)
         if stamp > 0:
             age = (self.get_clock().now().nanoseconds - stamp) / 1e9
             if age < -FUTURE_TOLERANCE_S:
                 self.counters.bump("future_stamps")
+                camera.counters.bump("future_stamps")
                 self.health.future_stamp(-age)
-                self.log_throttled("future_stamps", f"a frame on {self.input_topic} is stamped {-age:.3f} s ahead "
+                camera.health.future_stamp(-age)
+                self.log_throttled("future_stamps", f"a frame on {camera.input_topic} is stamped {-age:.3f} s ahead "
                                                     "of this node's clock: synchronise the camera's clock with this "
                                                     "host's (chrony, PTP) or check use_sim_time")
             max_age = settings["max_frame_age"]
             if max_age > 0 and age > max_age:
                 self._problem("dropped_stale", f"dropping a frame {age:.3f} s old (max_frame_age {max_age} s); "
                                                "if every frame is dropped, the camera's clock differs from this "
-                                               "node's: raise max_frame_age or set it to 0")
-                return
+                                               "node's: raise max_frame_age or set it to 0", camera)
+                return None
         try:
             limits = dict(min_side=MIN_SIDE, max_pixels=settings["max_input_pixels"])
             image = (compressed_to_rgb(frame.msg, **limits) if isinstance(frame.msg, CompressedImage)
                      else image_to_rgb(frame.msg, **limits))
         except ImageFormatError as err:
-            self._problem(f"bad_input_{err.kind}", f"skipping a frame on {self.input_topic}: {err}")
-            return
-        want_color = self.pub_color.get_subscription_count() > 0
-        overlay = self.pub_overlay.get_subscription_count() > 0
+            self._problem(f"bad_input_{err.kind}", f"skipping a frame on {camera.input_topic}: {err}", camera)
+            return None
+        return Decoded(frame, image, header, stamp)
+
+    def _segment(self, size: tuple[int, int], batch: list[Decoded], settings: Snapshot) -> None:
+        """One forward pass for frames of one network input size; each camera's outputs published
+        with its own header."""
         # colours and (without keypoints to draw on it) the overlay come with the labels: on a
         # GPU they are made there and copied with them
+        want_color = any(d.frame.camera.wants("color") for d in batch)
+        overlays = [d.frame.camera.wants("overlay") for d in batch]
         budget = settings["merge.budget_ms"]
-        size = network_size(*image.shape[:2], self.segmenter.max_side)
-        merge = self.merge_budget.choose(size, budget, settings.merge)
+        # a batch takes longer than one frame: each batch size has costs of its own
+        key = size if len(batch) == 1 else (size, len(batch))
+        merge = self.merge_budget.choose(key, budget, settings.merge)
         if merge is not self._applied_merge:
             self.segmenter.set_merge(merge)
             self._applied_merge = merge
         start = time.perf_counter()
-        result = self.segmenter(image, output=settings["output_resolution"], color=want_color,
-                                overlay_alpha=settings["overlay_alpha"] if overlay and not settings["pose.enable"]
-                                else None)
+        results = self.segmenter.batch([d.image for d in batch], output=settings["output_resolution"],
+                                       color=want_color, overlay_alpha=settings["overlay_alpha"]
+                                       if any(overlays) and not settings["pose.enable"] else None)
         if self.inject_faults:
-            faults.slow_down(header.frame_id, time.perf_counter() - start)
-        if not self.merge_budget.record(size, merge, (time.perf_counter() - start) * 1000, budget):
+            faults.slow_down(batch[0].header.frame_id, time.perf_counter() - start)
+        if not self.merge_budget.record(key, merge, (time.perf_counter() - start) * 1000, budget):
             self.counters.bump("budget_missed")
+        if len(batch) > 1:
+            self.counters.bump("batches")
+            self.counters.bump("frames_batched", len(batch))
         encoding = label_encoding(len(self.segmenter.classes))
-        self.publish(self.pub_label, lambda: array_to_image(result.labels, header, encoding))
-        if want_color:
-            self.publish(self.pub_color, lambda: array_to_image(result.color, header, "rgb8"))
-        # latency and rates describe the labels; keypoints follow on the pose stage's thread
-        self.health.output()
-        latency = (time.monotonic() - frame.arrived) * 1000
-        self.latency.add(latency)
-        self.network.add(result.network_ms)
-        self.model_time.add(result.total_ms)
-        self.own_time.add(latency - result.total_ms)
-        if stamp > 0:
-            self.age.add((self.get_clock().now().nanoseconds - stamp) / 1e6)
+        for d, result in zip(batch, results):
+            camera, header = d.frame.camera, d.header
+            self.publish(camera.publishers["label"], lambda: array_to_image(result.labels, header, encoding))
+            if camera.wants("color"):
+                self.publish(camera.publishers["color"], lambda: array_to_image(result.color, header, "rgb8"))
+            # latency and rates describe the labels; keypoints follow on the pose stage's thread
+            self.health.output()
+            camera.health.output()
+            latency = (time.monotonic() - d.frame.arrived) * 1000
+            self.latency.add(latency)
+            camera.latency.add(latency)
+            self.network.add(result.network_ms)
+            self.model_time.add(result.total_ms)
+            self.own_time.add(latency - result.total_ms)
+            if d.stamp > 0:
+                self.age.add((self.get_clock().now().nanoseconds - d.stamp) / 1e6)
         if settings["pose.enable"]:
-            # the next frame's segmentation overlaps this frame's keypoints; the overlay, which
+            # the next frames' segmentation overlaps these frames' keypoints; the overlay, which
             # shows both, is published by the pose stage
-            self.pose.put(PoseJob(image, result.labels, header, overlay, settings))
-        elif overlay:
-            self.publish(self.pub_overlay, lambda: array_to_image(result.overlay, header, "rgb8"))
+            self.pose.put(PoseJob([PoseItem(d.frame.camera, d.image, result.labels, d.header, overlay)
+                                   for d, result, overlay in zip(batch, results, overlays)], settings))
+            return
+        for d, result, overlay in zip(batch, results, overlays):
+            if overlay:
+                self.publish(d.frame.camera.publishers["overlay"],
+                             lambda: array_to_image(result.overlay, d.header, "rgb8"))
 
-    def publish_overlay(self, image: np.ndarray, labels: np.ndarray, header: Any, pose: Any,
+    def publish_overlay(self, camera: Camera, image: np.ndarray, labels: np.ndarray, header: Any, pose: Any,
                         settings: Snapshot) -> None:
-        """~/overlay: the colour mask over the image, with the skeletons of ``pose`` when given."""
+        """~/overlay of ``camera``: the colour mask over the image, with the skeletons of ``pose``
+        when given."""
         def build() -> Image:
             overlay = self.segmenter.overlay(image, labels, settings["overlay_alpha"])
             if pose is not None:
                 overlay = self.pose.draw(settings, overlay, pose)
             return array_to_image(overlay, header, "rgb8")
-        self.publish(self.pub_overlay, build)
+        self.publish(camera.publishers["overlay"], build)
 
     def publish(self, publisher: Any, build: Any, always: bool = False) -> None:
         """Publish ``build()`` while active (``always``: also while configured or unconfigured, as
@@ -528,14 +639,44 @@ class SegppBehaviour:
                                 message=verdict.message, hardware_id=str(self.segmenter.device),
                                 values=[KeyValue(key=k, value=v) for k, v in fields.items()])
 
+    def camera_status(self, camera: Camera) -> DiagnosticStatus:
+        """The status of one named camera: its own watchdog's verdict (no image, bad input, ...),
+        rates, latency and drops."""
+        now = time.monotonic()
+        idle = self._idle_verdict()
+        verdict = idle or camera.health.verdict([], self.values["no_image_warning"], camera.input_topic, now)
+        if verdict.level != OK:
+            self.log_throttled(f"health_{camera.name}_{verdict.level}", f"camera {camera.name}: {verdict.message}",
+                               error=verdict.level == ERROR)
+        inputs, outputs = camera.health.inputs, camera.health.outputs
+        fields = {
+            "input_topic": camera.input_topic,
+            "input_rate_hz": f"{inputs.rate(now):.2f}", "output_rate_hz": f"{outputs.rate(now):.2f}",
+            "frames_in": str(inputs.total), "frames_out": str(outputs.total),
+            "latency_p50_ms": f"{camera.latency.percentile(50):.1f}",
+            "latency_p95_ms": f"{camera.latency.percentile(95):.1f}",
+            "dropped_overwritten": str(self.worker.slot.overwritten_by[camera.name]),
+            **{k: str(v) for k, v in sorted(camera.counters.items())},
+        }
+        return DiagnosticStatus(level=bytes([verdict.level]), name=f"{self.get_fully_qualified_name()}: camera "
+                                f"{camera.name}", message=verdict.message, hardware_id=camera.input_topic,
+                                values=[KeyValue(key=k, value=v) for k, v in fields.items()])
+
+    def _statuses(self) -> list[DiagnosticStatus]:
+        """The model's status, then one per named camera (while configured)."""
+        statuses = [self.status()]
+        if self.segmenter is not None and self.worker is not None:
+            statuses += [self.camera_status(camera) for camera in self.cameras if camera.name]
+        return statuses
+
     def _publish_diagnostics(self) -> None:
         try:
-            status = self.status()
+            statuses = self._statuses()
         except Exception as err:  # noqa: BLE001 -- a timer callback that raises would end rclpy.spin
             self.log_throttled("diagnostics", f"diagnostics failed: {type(err).__name__}: {err}", error=True)
             return
         def build() -> DiagnosticArray:
-            msg = DiagnosticArray(status=[status])
+            msg = DiagnosticArray(status=statuses)
             msg.header.stamp = self.get_clock().now().to_msg()
             return msg
         self.publish(self.pub_diagnostics, build, always=True)

@@ -16,8 +16,9 @@ from typing import Any, Callable, Sequence
 from ..inference.budget import POSE_LADDER, SEG_LADDER
 from ..inference.timing import markdown_table
 from ..model.merge import NUM_STAGES, PRESETS, STRATEGIES, MergeConfig, StageMerge, TokenMerge, resolve_merge
+from .cameras import check_camera_names
 
-Value = bool | int | float | str | list[int]
+Value = bool | int | float | str | list[int] | list[str]
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,11 @@ class ParamSpec:
     high: float | None = None
     check: Callable[[Any], str | None] | None = None
     constraint: str = ""
+    items: type = int  # the element type of a list parameter
+
+    @property
+    def is_list(self) -> bool:
+        return isinstance(self.default, list)
 
     def validate(self, value: Any) -> str | None:
         """None when value is acceptable, else the reason (names the parameter and the fix)."""
@@ -45,9 +51,10 @@ class ParamSpec:
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if kind is list:
-            if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool)
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, self.items) and not isinstance(v, bool)
                                                                for v in value):
-                return f"{self.name} must be a list of integers, got {value!r}"
+                what = "integers" if self.items is int else "strings"
+                return f"{self.name} must be a list of {what}, got {value!r}"
         elif not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             return f"{self.name} must be a {kind.__name__}, got {value!r} ({type(value).__name__})"
         if self.choices and value not in self.choices:
@@ -186,6 +193,15 @@ POSE_SPECS: list[ParamSpec] = [
 ]
 
 NODE_SPECS: list[ParamSpec] = [
+    ParamSpec("cameras", [], "several cameras through one model: names, e.g. [front, rear]; each subscribes "
+              "<name>/image (or <name>/image/compressed) and publishes ~/<name>/label, ~/<name>/keypoints, ...; "
+              "empty: one camera on image and ~/label, ...", read_only=True, items=str, check=check_camera_names,
+              constraint="names of letters, digits and underscores, starting with a letter; no name twice"),
+    ParamSpec("batch_window_ms", 0.0, "with several cameras, how long a frame may wait for the frames of the "
+              "other cameras due by then, so they share one forward pass (0: take what is waiting); a slow "
+              "or stopped camera is not waited for", low=0.0, high=1000.0),
+    ParamSpec("batch_max", 8, "with several cameras, at most this many frames per forward pass (1: one "
+              "camera at a time)", low=1, high=64),
     ParamSpec("transport", "raw", "input transport: 'raw' subscribes image (sensor_msgs/Image), 'compressed' "
               "subscribes image/compressed (sensor_msgs/CompressedImage)", read_only=True, choices=("raw", "compressed")),
     ParamSpec("qos.reliability", "best_effort", "QoS reliability of the image input and the image outputs",

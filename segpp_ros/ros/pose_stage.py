@@ -49,15 +49,23 @@ def person_class_ids(spec: str, classes: Sequence[str]) -> list[int]:
 
 
 @dataclass
-class PoseJob:
-    """One labelled frame for the pose stage: image [H, W, 3] RGB, labels [h, w] (input or
-    network resolution), the input header, whether ~/overlay is wanted, and the parameter
-    snapshot the frame was segmented with (the keypoints use the same one)."""
+class PoseItem:
+    """One labelled frame: its camera (segpp_ros.ros.cameras), image [H, W, 3] RGB, labels [h, w]
+    (input or network resolution), the input header, and whether its ~/overlay is wanted."""
 
+    camera: Any
     image: np.ndarray
     labels: np.ndarray
     header: Any
     overlay: bool
+
+
+@dataclass
+class PoseJob:
+    """The frames of one segmentation batch (one per camera) for the pose stage, and the
+    parameter snapshot they were segmented with (the keypoints use the same one)."""
+
+    items: list[PoseItem]
     settings: Snapshot
 
 
@@ -89,13 +97,17 @@ class PoseOutput:
             self.load(values)  # before any publisher exists: a failure leaves nothing behind
 
     def create_publishers(self) -> None:
-        node = self.node
-        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        self.pub_keypoints = node.create_publisher(PersonKeypointsArray, "~/keypoints", reliable)
-        self.pub_markers = node.create_publisher(MarkerArray, "~/markers", reliable)
-        self.pub_info = node.create_publisher(KeypointInfo, "~/keypoint_info", QoSProfile(
+        """The shared (latched) ~/keypoint_info."""
+        self.pub_info = self.node.create_publisher(KeypointInfo, "~/keypoint_info", QoSProfile(
             depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
-        self._publishers = [self.pub_keypoints, self.pub_markers, self.pub_info]
+        self._publishers = [self.pub_info]
+
+    def create_camera_publishers(self, camera: Any) -> None:
+        """A camera's ~/keypoints and ~/markers (kept on the camera, destroyed with its others)."""
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        camera.publishers["keypoints"] = self.node.create_publisher(PersonKeypointsArray, camera.output("keypoints"),
+                                                                    reliable)
+        camera.publishers["markers"] = self.node.create_publisher(MarkerArray, camera.output("markers"), reliable)
 
     def destroy_publishers(self) -> None:
         for publisher in self._publishers:
@@ -164,15 +176,16 @@ class PoseOutput:
 
     def _handle(self, job: PoseJob) -> None:
         values = job.settings
-        result = None
+        results: list[PoseResult | None] = [None] * len(job.items)
         if values["pose.enable"]:
             try:
-                result = self(values, job.image, job.labels, job.header)
+                results = self(values, job.items)
             except PoseLoadError as err:
                 self.node.log_throttled("pose_load", f"{err} (keypoints are off until pose.enable is set again)",
                                         error=True)
-        if job.overlay:
-            self.node.publish_overlay(job.image, job.labels, job.header, result, values)
+        for item, result in zip(job.items, results):
+            if item.overlay:
+                self.node.publish_overlay(item.camera, item.image, item.labels, item.header, result, values)
 
     def _failed(self, err: Exception) -> None:
         self.node.counters.bump("pose_errors")
@@ -186,15 +199,16 @@ class PoseOutput:
         return person_boxes(labels, self.person_ids, min_area=values["pose.min_box_area"],
                             merge_gap=values["pose.merge_gap"], scale=scale)
 
-    def __call__(self, values: Snapshot, image: np.ndarray, labels: np.ndarray,
-                 header: Any) -> PoseResult:
-        """Keypoints of one frame (labels at input or network resolution), published."""
+    def __call__(self, values: Snapshot, items: Sequence[PoseItem]) -> list[PoseResult]:
+        """Keypoints of the frames of one batch (the persons of all cameras through one forward
+        pass), each published on its camera's ~/keypoints (and ~/markers)."""
         start = time.perf_counter()
         estimator = self.load(values)
-        boxes = self.boxes(values, image.shape[:2], labels)
+        max_persons = values["pose.max_persons"]
+        boxes = [self.boxes(values, item.image.shape[:2], item.labels) for item in items]
+        persons = sum(min(len(b), max_persons) for b in boxes)
         # the pose model's time grows with the persons in the batch (and doubles with flip_test)
-        budget, key = values["pose.merge.budget_ms"], (min(len(boxes), values["pose.max_persons"]),
-                                                        values["pose.flip_test"])
+        budget, key = values["pose.merge.budget_ms"], (persons, values["pose.flip_test"])
         merge = self.merge_budget.choose(key, budget, values.pose_merge)
         if merge is not self._applied_merge:
             estimator.set_merge(merge)
@@ -202,19 +216,21 @@ class PoseOutput:
         estimator.padding = values["pose.padding"]
         estimator.flip_test = values["pose.flip_test"]
         model_start = time.perf_counter()
-        result = estimator(image, boxes, values["pose.max_persons"])
+        results = estimator.batch([(item.image, b) for item, b in zip(items, boxes)], max_persons)
         if self.node.inject_faults:
-            faults.slow_down(header.frame_id, time.perf_counter() - model_start)
-        if boxes and not self.merge_budget.record(key, merge, (time.perf_counter() - model_start) * 1000, budget):
+            faults.slow_down(items[0].header.frame_id, time.perf_counter() - model_start)
+        if persons and not self.merge_budget.record(key, merge, (time.perf_counter() - model_start) * 1000, budget):
             self.node.counters.bump("pose_budget_missed")
-        self.node.publish(self.pub_keypoints, lambda: keypoints_message(header, result))
-        if self.pub_markers.get_subscription_count() > 0:
-            self.node.publish(self.pub_markers, lambda: markers_message(
-                header, result, estimator.skeleton, estimator.keypoint_names, values["pose.score_threshold"],
-                values["pose.marker_scale"]))
-        self.persons_last = len(result.persons)
+        for item, result in zip(items, results):
+            camera, header = item.camera, item.header
+            self.node.publish(camera.publishers["keypoints"], lambda: keypoints_message(header, result))
+            if camera.wants("markers"):
+                self.node.publish(camera.publishers["markers"], lambda: markers_message(
+                    header, result, estimator.skeleton, estimator.keypoint_names, values["pose.score_threshold"],
+                    values["pose.marker_scale"]))
+        self.persons_last = sum(len(result.persons) for result in results)
         self.latency.add((time.perf_counter() - start) * 1000)
-        return result
+        return results
 
     def draw(self, values: Mapping[str, Any], overlay: np.ndarray, result: PoseResult) -> np.ndarray:
         if self.estimator is None or not values["pose.draw_overlay"]:

@@ -1,11 +1,12 @@
 """Real-time plumbing with no ROS in it: a keep-latest frame slot and rolling statistics."""
 from __future__ import annotations
 
+import statistics
 import sys
 import threading
 import time
 from collections import Counter, deque
-from typing import Callable, Generic, TypeVar
+from typing import Callable, Generic, Hashable, TypeVar
 
 import numpy as np
 
@@ -45,6 +46,89 @@ class LatestSlot(Generic[T]):
             self._cond.notify_all()
 
 
+class LatestPerKey(Generic[T]):
+    """One keep-latest slot per key (per camera): a newer item of a key replaces that key's
+    waiting one (counted per key as overwritten); ``take`` returns every waiting item, oldest
+    first, at most ``max_items`` of them (the rest stay for the next take).
+
+    With ``window_s`` > 0 a take that finds some keys waiting also waits, until at most
+    ``window_s`` after the oldest waiting item arrived, for the keys whose next item is due by
+    then (from each key's last arrival and its median interval), so cameras running at the
+    same rate are taken together and can share one forward pass. A key that is slower than
+    that, or overdue by more than one interval (a stopped camera), is not waited for: a slow or
+    dead camera delays no other.
+    """
+
+    def __init__(self, window_s: float = 0.0, max_items: int = 8) -> None:
+        self.window_s = window_s
+        self.max_items = max_items
+        self._items: dict[Hashable, tuple[float, T]] = {}
+        self._last: dict[Hashable, float] = {}
+        self._intervals: dict[Hashable, deque[float]] = {}
+        self._cond = threading.Condition()
+        self._closed = False
+        self.overwritten_by: Counter = Counter()
+
+    @property
+    def overwritten(self) -> int:
+        return sum(self.overwritten_by.values())
+
+    def put(self, item: T, key: Hashable = "") -> None:
+        now = time.monotonic()
+        with self._cond:
+            if key in self._items:
+                self.overwritten_by[key] += 1
+            if key in self._last:
+                self._intervals.setdefault(key, deque(maxlen=9)).append(now - self._last[key])
+            self._last[key] = now
+            self._items[key] = (now, item)
+            self._cond.notify()
+
+    def _wait_until(self, deadline: float, now: float) -> float | None:
+        """When to look again for keys whose next item is due by ``deadline`` (expected from
+        their last arrival and median interval, and not overdue by more than an interval), or
+        None when every such key has an item waiting."""
+        until = None
+        for key, last in self._last.items():
+            if key in self._items or key not in self._intervals:
+                continue
+            interval = statistics.median(self._intervals[key])
+            given_up = last + 2 * interval
+            if last + interval <= deadline and now <= given_up:
+                until = min(deadline, given_up) if until is None else min(until, given_up)
+        return until
+
+    def take(self, timeout: float | None = None) -> list[T] | None:
+        """The waiting items (removed), oldest first; None after ``timeout`` with nothing
+        waiting, or when closed."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._items or self._closed, timeout)
+            if self._closed or not self._items:
+                return None
+            if self.window_s > 0:
+                deadline = min(arrived for arrived, _ in self._items.values()) + self.window_s
+                while not self._closed and len(self._items) < self.max_items:
+                    now = time.monotonic()
+                    until = self._wait_until(deadline, now) if now < deadline else None
+                    if until is None:
+                        break
+                    self._cond.wait(max(until - now, 0.0) + 1e-4)
+            waiting = sorted(self._items.items(), key=lambda kv: kv[1][0])[:max(self.max_items, 1)]
+            for key, _ in waiting:
+                del self._items[key]
+            return [item for _, (_, item) in waiting]
+
+    def clear(self) -> None:
+        """Drop every waiting item."""
+        with self._cond:
+            self._items.clear()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
 class SlotWorker(Generic[T]):
     """One thread working on the newest item of its LatestSlot: a pipeline stage that never
     queues. ``handle`` runs on that thread; an exception goes to ``on_error`` and the stage
@@ -60,9 +144,12 @@ class SlotWorker(Generic[T]):
     up idle.
     """
 
-    def __init__(self, name: str, handle: Callable[[T], None], on_error: Callable[[Exception], None]) -> None:
+    def __init__(self, name: str, handle: Callable[[T], None], on_error: Callable[[Exception], None],
+                 slot: LatestSlot | LatestPerKey | None = None) -> None:
+        """slot: where items wait (a LatestSlot by default; with a LatestPerKey, ``handle``
+        gets the list of items each take returns)."""
         self.name = name
-        self.slot: LatestSlot[T] = LatestSlot()
+        self.slot: LatestSlot | LatestPerKey = slot if slot is not None else LatestSlot()
         self._handle, self._on_error = handle, on_error
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
