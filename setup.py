@@ -8,7 +8,8 @@ setup(
     license="Apache-2.0",
     packages=find_packages(include=["segpp_ros", "segpp_ros.*"]),
     python_requires=">=3.10",
-    install_requires=["torch>=2.3", "numpy>=1.26", "safetensors>=0.4", "tqdm>=4.60", "opencv-python-headless>=4.8"],
+    install_requires=["torch>=2.3", "numpy>=1.26", "safetensors>=0.4", "tqdm>=4.60", "opencv-python-headless>=4.8",
+                      "rosbags>=0.10"],
     package_data={"segpp_ros.weights": ["*.safetensors"], "segpp_ros.samples": ["*.jpg"]},
     entry_points={
         "console_scripts": [
@@ -27,6 +28,7 @@ setup(
             "segpp-params = segpp_ros.cli.params:main",
             "segpp-soak = segpp_ros.cli.soak:main",
             "segpp-budget-study = segpp_ros.cli.budgetstudy:main",
+            "segpp-bag = segpp_ros.cli.bag:main",
         ],
     },
 )

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import struct
 import sys
+from typing import Any
 
 import numpy as np
+from segpp.msg import LabelInfo
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
@@ -268,4 +270,12 @@ def rgb_to_compressed(image: np.ndarray, header: Header, fmt: str = "jpeg",
     msg.header = header
     msg.format = fmt
     msg.data.frombytes(memoryview(encoded).cast("B"))
+    return msg
+
+
+def label_info_message(segmenter: Any, stamp: Any) -> LabelInfo:
+    """~/label_info of a Segmenter: class names, palette (RGB triplets), model, weights."""
+    msg = LabelInfo(class_names=list(segmenter.classes), palette=segmenter.palette.reshape(-1).astype(np.uint8).tolist(),
+                    model=segmenter.describe(), weights=segmenter.weights)
+    msg.header.stamp = stamp
     return msg

@@ -45,7 +45,14 @@ from ..inference.segmenter import network_size  # noqa: E402
 from ..model.runtime import keep_freed_memory, release_freed_memory  # noqa: E402
 from . import faults  # noqa: E402
 from .cameras import Camera  # noqa: E402
-from .conversions import ImageFormatError, array_to_image, compressed_to_rgb, image_to_rgb, label_encoding  # noqa: E402
+from .conversions import (  # noqa: E402
+    ImageFormatError,
+    array_to_image,
+    compressed_to_rgb,
+    image_to_rgb,
+    label_encoding,
+    label_info_message,
+)
 from .health import ERROR, FUTURE_TOLERANCE_S, OK, Health, Stage, Verdict  # noqa: E402
 from .params import ALL_SPECS, SPECS_BY_NAME, ParamSpec, Snapshot, validate_changes  # noqa: E402
 from .pose_stage import PoseItem, PoseJob, PoseLoadError, PoseOutput  # noqa: E402
@@ -344,13 +351,7 @@ class SegppBehaviour:
         return self.resolve_topic_name(camera.input("image")) + "/compressed"
 
     def _publish_label_info(self) -> None:
-        def build() -> LabelInfo:
-            msg = LabelInfo(class_names=list(self.segmenter.classes),
-                            palette=self.segmenter.palette.reshape(-1).astype(np.uint8).tolist(),
-                            model=self.segmenter.describe(), weights=self.segmenter.weights)
-            msg.header.stamp = self.get_clock().now().to_msg()
-            return msg
-        self.publish(self.pub_label_info, build)
+        self.publish(self.pub_label_info, lambda: label_info_message(self.segmenter, self.get_clock().now().to_msg()))
 
     # -- parameters -------------------------------------------------------------------------------
     def _check_parameters(self, params: list[Parameter]) -> SetParametersResult:

@@ -1,0 +1,125 @@
+"""segpp-bag: a recorded bag through the segpp pipeline into a new bag (or an MP4), no ROS graph.
+
+    segpp-bag recording/ out/labelled                   # ROS 2 bag folder (sqlite3 or MCAP) -> MCAP bag
+    segpp-bag drive.bag out/labelled --topic /cam/image/compressed --every 3 --merge fast
+    segpp-bag recording/ --video out/overlay.mp4        # the overlays with skeletons, to look at
+
+The output bag holds <prefix>/label, /color, /overlay, /keypoints (each with its input's header,
+recorded at the input's receive time), /label_info and /keypoint_info, and the input topic
+copied. Ctrl-C ends the run after the frame in progress and leaves a readable bag. What is read
+and written: segpp_ros.ros.bag.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from . import non_negative_int
+from .rosbench import positive_int
+
+PROG = "segpp-bag"
+
+
+def outputs_arg(text: str) -> tuple[str, ...]:
+    from ..ros.bag import OUTPUTS
+
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in OUTPUTS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"--outputs takes names from {', '.join(OUTPUTS)}; got {text!r}")
+    return names
+
+
+def seconds_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: seconds from the bag's start must be 0 or more")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("input", type=Path, help="the bag: a ROS 2 bag folder (or its .mcap / .db3 file), or a ROS 1 .bag")
+    p.add_argument("output", type=Path, nargs="?", help="the new bag folder (must not exist); not with --video")
+    p.add_argument("--video", type=Path, help="write the overlays (with skeletons) to this MP4 instead of a bag")
+    p.add_argument("--topic", help="the image topic (sensor_msgs/Image or CompressedImage; default: the bag's "
+                                   "first, the others listed)")
+    p.add_argument("--prefix", default="/segpp", help="output topic prefix (default: /segpp, as the node's)")
+    p.add_argument("--outputs", type=outputs_arg, default=None,
+                   help="comma-separated outputs to write: label, color, overlay, keypoints (default: all)")
+    p.add_argument("--weights", help="segmentation weights (default: the embedded model)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--precision", default="auto", help="auto, fp32, fp16, bf16 (default: auto)")
+    p.add_argument("--merge", default="none", help="merge preset: none, hq, 2x2, fast, downsample (default: none)")
+    p.add_argument("--max-side", type=non_negative_int, default=1024,
+                   help="network input size, longer side (0: the image's own) (default: 1024)")
+    p.add_argument("--no-pose", action="store_true", help="no keypoints")
+    p.add_argument("--person-classes", default="person,rider",
+                   help="segmentation classes that are persons (default: person,rider)")
+    p.add_argument("--every", type=positive_int, default=1, help="process every Nth frame (default: 1)")
+    p.add_argument("--start", type=seconds_arg, help="seconds from the bag's start to begin at")
+    p.add_argument("--end", type=seconds_arg, help="seconds from the bag's start to end at")
+    p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="output bag storage (default: mcap)")
+    p.add_argument("--fps", type=float, help="--video frame rate (default: the processed frames' rate in the bag)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if (args.output is None) == (args.video is None):
+        parser.error("give either an output bag folder or --video FILE.mp4")
+    if args.output is not None and args.output.exists():
+        parser.error(f"{args.output} exists already: the output bag must be a new folder")
+    if args.start is not None and args.end is not None and args.end <= args.start:
+        parser.error("--end must be after --start")
+    if args.merge not in ("none", "hq", "2x2", "fast", "downsample"):
+        parser.error(f"--merge must be none, hq, 2x2, fast or downsample; got {args.merge!r}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from ..ros.bag import OUTPUTS, BagError, Options, process
+
+    options = Options(topic=args.topic, prefix=args.prefix, outputs=args.outputs or OUTPUTS, weights=args.weights,
+                      device=args.device, precision=args.precision, merge=args.merge, max_side=args.max_side,
+                      pose=not args.no_pose, person_classes=args.person_classes, every=args.every,
+                      start_s=args.start, end_s=args.end, storage=args.storage, video_fps=args.fps)
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: object) -> None:
+        # the frame in progress ends, then the bag is closed: a readable bag up to there
+        stop.set()
+    previous = signal.signal(signal.SIGINT, request_stop)
+
+    def bar(total: int | None):
+        from tqdm import tqdm
+
+        return tqdm(total=total, unit="frame", desc=PROG, disable=args.quiet, file=sys.stderr)
+    try:
+        summary = process(args.input, args.output, options, video=args.video, stop=stop, progress=bar)
+    except BagError as err:
+        print(f"{PROG}: {err}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if summary.note:
+        print(f"{PROG}: {summary.note}", file=sys.stderr)
+    written = ", ".join(f"{topic} {n}" for topic, n in sorted(summary.written.items()))
+    ended = "stopped early (Ctrl-C); " if summary.stopped else ""
+    print(f"{PROG}: {summary.topic}: {summary.processed} frames processed of {summary.read} read "
+          f"({summary.bad_frames} unreadable) in {summary.seconds:.1f} s; {ended}wrote "
+          f"{args.output or args.video}: {written}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,344 @@
+"""A recorded bag through the node's pipeline, with no ROS graph (what segpp-bag runs).
+
+The input is read with the ``rosbags`` library: a ROS 2 bag (sqlite3 or MCAP storage) or a
+ROS 1 bag. One image topic (sensor_msgs/Image or CompressedImage) is segmented, and the
+keypoints computed, by the same inference core and the same message builders as the node, so
+each output message is what the node would have published for that frame. The output bag gets
+
+    <prefix>/label, /color, /overlay, /keypoints   one per processed frame, the input's header
+                                                   verbatim, recorded at the input's receive time
+    <prefix>/label_info, /keypoint_info            once, at the first processed frame
+    the input topic                                every input message in the time range, copied
+
+(ROS 2 input bytes are copied verbatim; ROS 1 messages are converted). Or, with a video path,
+the overlays (with skeletons) as an MP4 instead. A stop request (Ctrl-C) ends the run after the
+frame in progress and closes the bag properly: what was written stays readable.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from .conversions import ImageFormatError, array_to_image, compressed_to_rgb, image_to_rgb, label_encoding
+from .env import share_file
+
+RAW, COMPRESSED = "raw", "compressed"
+# ROS 2 and ROS 1 names of the image types
+IMAGE_TYPES: dict[str, str] = {"sensor_msgs/msg/Image": RAW, "sensor_msgs/msg/CompressedImage": COMPRESSED,
+                               "sensor_msgs/Image": RAW, "sensor_msgs/CompressedImage": COMPRESSED}
+OUTPUTS: tuple[str, ...] = ("label", "color", "overlay", "keypoints")
+OUR_MESSAGES: tuple[str, ...] = ("Keypoint", "PersonKeypoints", "PersonKeypointsArray", "KeypointInfo", "LabelInfo")
+
+
+class BagError(RuntimeError):
+    """A bag that cannot be processed as asked; the message names the bag, the topic and the fix."""
+
+
+@dataclass(frozen=True)
+class Options:
+    """What segpp-bag does: which topic (None: the bag's first image topic), what to write under
+    ``prefix``, the model settings of the node's parameters of the same names, every ``every``-th
+    frame between ``start_s`` and ``end_s`` (seconds from the bag's start), and where."""
+
+    topic: str | None = None
+    prefix: str = "/segpp"
+    outputs: tuple[str, ...] = OUTPUTS
+    weights: str | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    merge: str = "none"
+    max_side: int = 1024
+    pose: bool = True
+    overlay_alpha: float = 0.5
+    score_threshold: float = 0.15
+    person_classes: str = "person,rider"
+    every: int = 1
+    start_s: float | None = None
+    end_s: float | None = None
+    storage: str = "mcap"
+    video_fps: float | None = None
+
+
+@dataclass
+class Summary:
+    """What a run did: the topic, input messages read in the range, frames processed and skipped
+    as unreadable, messages written per output topic, whether it was stopped early, seconds."""
+
+    topic: str = ""
+    read: int = 0
+    processed: int = 0
+    bad_frames: int = 0
+    written: dict[str, int] = field(default_factory=dict)
+    stopped: bool = False
+    seconds: float = 0.0
+    note: str = ""
+
+
+def image_topics(reader: Any) -> dict[str, str]:
+    """Topic -> 'raw' or 'compressed' for every image topic of an open AnyReader, sorted by name."""
+    return {c.topic: IMAGE_TYPES[c.msgtype] for c in sorted(reader.connections, key=lambda c: c.topic)
+            if c.msgtype in IMAGE_TYPES}
+
+
+def choose_topic(topics: dict[str, str], wanted: str | None, bag: Path) -> tuple[str, str]:
+    """(topic, note): the wanted one, or the first when not given (the note lists the others)."""
+    if not topics:
+        raise BagError(f"{bag} has no image topic (sensor_msgs/Image or CompressedImage)")
+    if wanted is not None:
+        if wanted not in topics:
+            raise BagError(f"{bag} has no image topic {wanted!r}; its image topics: {', '.join(topics)}")
+        return wanted, ""
+    first = next(iter(topics))
+    note = "" if len(topics) == 1 else (f"{len(topics)} image topics ({', '.join(topics)}): processing {first}; "
+                                        "choose another with --topic")
+    return first, note
+
+
+def typestore() -> Any:
+    """The ROS 2 message definitions for the output bag: the standard ones and ours (msg/)."""
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    store = get_typestore(Stores.ROS2_KILTED)
+    types: dict[str, Any] = {}
+    for name in OUR_MESSAGES:
+        types.update(get_types_from_msg(share_file("msg", f"{name}.msg").read_text(), f"segpp/msg/{name}"))
+    store.register(types)
+    return store
+
+
+def ros_type_name(msg: Any) -> str:
+    """'sensor_msgs/msg/Image' of an rclpy message object."""
+    package = type(msg).__module__.split(".")[0]
+    return f"{package}/msg/{type(msg).__name__}"
+
+
+def rclpy_header(header: Any) -> Any:
+    """A std_msgs/Header for rclpy messages from a deserialized one (stamp and frame_id exact)."""
+    from builtin_interfaces.msg import Time
+    from std_msgs.msg import Header
+
+    return Header(stamp=Time(sec=int(header.stamp.sec), nanosec=int(header.stamp.nanosec)),
+                  frame_id=str(header.frame_id))
+
+
+def rclpy_image(msg: Any, kind: str) -> Any:
+    """The rclpy Image / CompressedImage of a deserialized one (a ROS 1 message converted)."""
+    from sensor_msgs.msg import CompressedImage, Image
+
+    out: Any = Image() if kind == RAW else CompressedImage()
+    out.header = rclpy_header(msg.header)
+    if kind == RAW:
+        out.height, out.width, out.encoding = int(msg.height), int(msg.width), str(msg.encoding)
+        out.is_bigendian, out.step = int(msg.is_bigendian), int(msg.step)
+    else:
+        out.format = str(msg.format)
+    out.data.frombytes(np.asarray(msg.data, np.uint8).tobytes())
+    return out
+
+
+class BagWriter:
+    """The output bag: a connection per topic on first use, rclpy messages serialized as CDR."""
+
+    def __init__(self, path: Path, storage: str) -> None:
+        from rosbags.rosbag2 import StoragePlugin, Writer
+
+        plugin = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}[storage]
+        self.store = typestore()
+        self.writer = Writer(path, version=9, storage_plugin=plugin)
+        self.writer.open()
+        self.connections: dict[str, Any] = {}
+        self.counts: dict[str, int] = {}
+
+    def write_raw(self, topic: str, msgtype: str, timestamp: int, data: bytes | memoryview) -> None:
+        connection = self.connections.get(topic)
+        if connection is None:
+            connection = self.connections[topic] = self.writer.add_connection(topic, msgtype, typestore=self.store)
+        self.writer.write(connection, timestamp, data)
+        self.counts[topic] = self.counts.get(topic, 0) + 1
+
+    def write(self, topic: str, msg: Any, timestamp: int) -> None:
+        from rclpy.serialization import serialize_message
+
+        self.write_raw(topic, ros_type_name(msg), timestamp, serialize_message(msg))
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class VideoWriter:
+    """The overlays as an MP4 (frames resized to the first frame's size)."""
+
+    def __init__(self, path: Path, fps: float) -> None:
+        self.path, self.fps = path, fps
+        self.writer: Any = None
+        self.size: tuple[int, int] | None = None
+        self.frames = 0
+
+    def add(self, rgb: np.ndarray) -> None:
+        import cv2
+
+        if self.writer is None:
+            self.size = (rgb.shape[1], rgb.shape[0])
+            self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self.size)
+            if not self.writer.isOpened():
+                raise BagError(f"cannot write the video {self.path}: OpenCV has no MP4 encoder here, or the "
+                               "folder is not writable")
+        if (rgb.shape[1], rgb.shape[0]) != self.size:
+            rgb = cv2.resize(rgb, self.size, interpolation=cv2.INTER_AREA)
+        self.writer.write(np.ascontiguousarray(rgb[..., ::-1]))
+        self.frames += 1
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+
+
+class Pipeline:
+    """The node's models and message builders for one frame at a time."""
+
+    def __init__(self, options: Options) -> None:
+        from ..inference import Segmenter
+        from ..inference.pose import PoseEstimator
+
+        self.options = options
+        self.segmenter = Segmenter(options.weights, device=options.device, precision=options.precision,
+                                   merge=options.merge, max_side=options.max_side or None)
+        self.pose = PoseEstimator(None, device=options.device, precision=options.precision,
+                                  merge="none") if options.pose and "keypoints" in options.outputs else None
+        from .pose_stage import person_class_ids
+
+        try:
+            self.person_ids = person_class_ids(options.person_classes, self.segmenter.classes)
+        except ValueError as err:
+            raise BagError(str(err).replace("pose.person_classes", "--person-classes")) from None
+
+    def info_messages(self, stamp: Any) -> dict[str, Any]:
+        from .conversions import label_info_message
+        from .keypoint_msgs import keypoint_info_message
+
+        messages = {"label_info": label_info_message(self.segmenter, stamp)}
+        if self.pose is not None:
+            messages["keypoint_info"] = keypoint_info_message(self.pose.keypoint_names, self.pose.skeleton,
+                                                              self.pose.flip_pairs, stamp)
+        return messages
+
+    def frame(self, image: np.ndarray, header: Any, want_overlay: bool) -> tuple[dict[str, Any], np.ndarray | None]:
+        """Output name -> message for one frame, and the overlay image (with skeletons) when wanted."""
+        from ..inference.drawing import draw_skeletons
+        from ..inference.pose import person_boxes
+        from .keypoint_msgs import keypoints_message
+
+        outputs, seg = self.options.outputs, self.segmenter
+        result = seg(image, color="color" in outputs, overlay_alpha=self.options.overlay_alpha if want_overlay else None)
+        messages = {"label": array_to_image(result.labels, header, label_encoding(len(seg.classes)))}
+        if "color" in outputs:
+            messages["color"] = array_to_image(result.color, header, "rgb8")
+        overlay = result.overlay
+        if self.pose is not None:
+            boxes = person_boxes(result.labels, self.person_ids)
+            pose = self.pose(image, boxes)
+            messages["keypoints"] = keypoints_message(header, pose)
+            if overlay is not None:
+                overlay = draw_skeletons(overlay, [p.keypoints for p in pose.persons], self.pose.skeleton,
+                                         self.pose.keypoint_names, self.options.score_threshold)
+        if overlay is not None and "overlay" in outputs:
+            messages["overlay"] = array_to_image(overlay, header, "rgb8")
+        return messages, overlay
+
+
+def _frames_in_range(reader: Any, topic: str, options: Options) -> tuple[Iterator[tuple[Any, int, bytes]], int | None]:
+    """The topic's messages between start_s and end_s, and how many there are (None: unknown)."""
+    connections = [c for c in reader.connections if c.topic == topic]
+    start = reader.start_time + int(options.start_s * 1e9) if options.start_s is not None else None
+    stop = reader.start_time + int(options.end_s * 1e9) if options.end_s is not None else None
+    total = sum(c.msgcount for c in connections) if start is None and stop is None else None
+    return reader.messages(connections=connections, start=start, stop=stop), total
+
+
+def estimated_fps(reader: Any, topic: str, every: int) -> float:
+    """Frames per second of the processed frames, from the topic's count over the bag's duration."""
+    count = sum(c.msgcount for c in reader.connections if c.topic == topic)
+    duration = reader.duration / 1e9
+    return max(1.0, min(120.0, (count - 1) / duration / every)) if count > 1 and duration > 0 else 10.0
+
+
+def process(source: Path, target: Path | None, options: Options, video: Path | None = None,
+            stop: threading.Event | None = None, progress: Callable[[int | None], Any] | None = None) -> Summary:
+    """Run the bag ``source`` through the pipeline into the bag ``target`` (or the MP4 ``video``).
+
+    ``stop``: when set, the run ends after the frame in progress (the output is closed properly).
+    ``progress(total)``: a factory of a tqdm-like bar (``update()``, ``close()``) or None."""
+    from rosbags.highlevel import AnyReader
+
+    started = time.monotonic()
+    stop = stop or threading.Event()
+    summary = Summary()
+    try:
+        reader = AnyReader([source])
+        reader.open()
+    except Exception as err:  # noqa: BLE001 -- rosbags raises several kinds for unreadable bags
+        raise BagError(f"cannot read the bag {source}: {err}. segpp-bag reads ROS 2 bags (a folder with "
+                       "metadata.yaml, sqlite3 or MCAP storage) and ROS 1 .bag files") from None
+    try:
+        topics = image_topics(reader)
+        summary.topic, summary.note = choose_topic(topics, options.topic, source)
+        kind = topics[summary.topic]
+        pipeline = Pipeline(options)
+        out = BagWriter(target, options.storage) if target is not None else None
+        movie = VideoWriter(video, options.video_fps or estimated_fps(reader, summary.topic, options.every)) \
+            if video is not None else None
+        messages, total = _frames_in_range(reader, summary.topic, options)
+        bar = progress((total + options.every - 1) // options.every if total is not None else None) \
+            if progress else None
+        prefix = options.prefix.rstrip("/")
+        try:
+            for connection, timestamp, raw in messages:
+                index = summary.read
+                summary.read += 1
+                msg = reader.deserialize(raw, connection.msgtype)
+                if out is not None:
+                    if reader.is2:
+                        out.write_raw(summary.topic, connection.msgtype, timestamp, raw)
+                    else:
+                        out.write(summary.topic, rclpy_image(msg, kind), timestamp)
+                if index % options.every:
+                    continue
+                try:
+                    image = image_to_rgb(msg) if kind == RAW else compressed_to_rgb(msg)
+                except ImageFormatError:
+                    summary.bad_frames += 1
+                    continue
+                header = rclpy_header(msg.header)
+                if out is not None and summary.processed == 0:
+                    for name, info in pipeline.info_messages(header.stamp).items():
+                        out.write(f"{prefix}/{name}", info, timestamp)
+                outputs, overlay = pipeline.frame(image, header, "overlay" in options.outputs or movie is not None)
+                if out is not None:
+                    for name, built in outputs.items():
+                        out.write(f"{prefix}/{name}", built, timestamp)
+                if movie is not None and overlay is not None:
+                    movie.add(overlay)
+                summary.processed += 1
+                if bar is not None:
+                    bar.update()
+                if stop.is_set():
+                    summary.stopped = True
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+            if out is not None:
+                out.close()
+                summary.written = dict(out.counts)
+            if movie is not None:
+                movie.close()
+                summary.written["video frames"] = movie.frames
+    finally:
+        reader.close()
+    summary.seconds = time.monotonic() - started
+    return summary

@@ -1,0 +1,233 @@
+"""segpp-bag: small bags built here from the bundled frames, in both ROS 2 storage formats and as
+a ROS 1 bag, through the pipeline; the output bag's counts, headers, receive times and labels
+against the inference core; frame selection, topic choice, the MP4, Ctrl-C, refusals."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from rosbags.highlevel import AnyReader
+from rosbags.rosbag2 import StoragePlugin, Writer
+
+from segpp_ros.cli import bag as cli
+from segpp_ros.inference import Segmenter
+from segpp_ros.inference.pose import PoseEstimator, person_boxes
+from segpp_ros.ros.bag import BagError, Options, process, typestore
+from segpp_ros.ros.conversions import image_to_rgb, rgb_to_compressed, rgb_to_image
+
+SAMPLES = Path(__file__).resolve().parent.parent / "segpp_ros" / "samples"
+H, W = 96, 192
+MAX_SIDE = 128
+OPTIONS = Options(device="cpu", max_side=MAX_SIDE)
+T0 = 1_700_000_000 * 10**9          # header stamps: T0 + i x 100 ms; receive times 7 ms later
+
+
+def frames(n: int) -> list[np.ndarray]:
+    out = []
+    for i in range(n):
+        bgr = cv2.imread(str(SAMPLES / f"frame_{i % 12:03d}.jpg"))
+        out.append(np.ascontiguousarray(cv2.resize(bgr, (W, H), interpolation=cv2.INTER_AREA)[..., ::-1]))
+    return out
+
+
+def header(i: int):
+    from builtin_interfaces.msg import Time
+    from std_msgs.msg import Header
+
+    stamp = T0 + i * 100_000_000
+    return Header(stamp=Time(sec=stamp // 10**9, nanosec=stamp % 10**9), frame_id=f"cam_{i}")
+
+
+def received(i: int) -> int:
+    return T0 + i * 100_000_000 + 7_000_000
+
+
+def write_bag(path: Path, images: list[np.ndarray], storage: str = "mcap",
+              topics: tuple[str, ...] = ("/cam/image",)) -> None:
+    """A ROS 2 bag with each image on every topic (raw, or JPEG on .../compressed topics)."""
+    from rclpy.serialization import serialize_message
+
+    store = typestore()
+    writer = Writer(path, version=9, storage_plugin=StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3)
+    writer.open()
+    for topic in topics:
+        compressed = topic.endswith("/compressed")
+        kind = "sensor_msgs/msg/CompressedImage" if compressed else "sensor_msgs/msg/Image"
+        connection = writer.add_connection(topic, kind, typestore=store)
+        for i, image in enumerate(images):
+            msg = rgb_to_compressed(image, header(i)) if compressed else rgb_to_image(image, header(i))
+            writer.write(connection, received(i), serialize_message(msg))
+    writer.close()
+
+
+def read_bag(path: Path) -> dict[str, list[tuple[int, object, bytes]]]:
+    """Topic -> [(receive time, message, raw bytes)] of a bag."""
+    out: dict[str, list] = {}
+    with AnyReader([path]) as reader:
+        for connection, timestamp, raw in reader.messages():
+            out.setdefault(connection.topic, []).append((timestamp, reader.deserialize(raw, connection.msgtype), raw))
+    return out
+
+
+def labels_of(msg) -> np.ndarray:
+    return np.asarray(msg.data, np.uint8).reshape(msg.height, msg.width)
+
+
+def core_labels(image: np.ndarray) -> np.ndarray:
+    return Segmenter(None, device="cpu", max_side=MAX_SIDE)(image).labels
+
+
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+def test_a_bag_gets_what_the_node_publishes(tmp_path, storage) -> None:
+    images = frames(4)
+    write_bag(tmp_path / "in", images, storage)
+    summary = process(tmp_path / "in", tmp_path / "out", Options(device="cpu", max_side=MAX_SIDE, storage=storage))
+    assert (summary.topic, summary.read, summary.processed, summary.stopped) == ("/cam/image", 4, 4, False)
+    got = read_bag(tmp_path / "out")
+    source = read_bag(tmp_path / "in")
+    counts = {topic: len(v) for topic, v in got.items()}
+    assert counts == {"/cam/image": 4, "/segpp/label": 4, "/segpp/color": 4, "/segpp/overlay": 4,
+                      "/segpp/keypoints": 4, "/segpp/label_info": 1, "/segpp/keypoint_info": 1}, counts
+    # the input copied byte for byte, at its receive times
+    assert [(t, raw) for t, _, raw in got["/cam/image"]] == [(t, raw) for t, _, raw in source["/cam/image"]]
+    pose = PoseEstimator(None, device="cpu")
+    person_ids = [11, 12]                                   # Cityscapes person, rider
+    for i, image in enumerate(images):
+        expected = core_labels(image)
+        for name in ("label", "color", "overlay", "keypoints"):
+            timestamp, msg, _ = got[f"/segpp/{name}"][i]
+            assert timestamp == received(i), name                                  # at the input's receive time
+            assert (msg.header.frame_id, msg.header.stamp.sec, msg.header.stamp.nanosec) == (
+                f"cam_{i}", header(i).stamp.sec, header(i).stamp.nanosec), name  # the input's header
+        label = got["/segpp/label"][i][1]
+        assert label.encoding == "mono8"
+        np.testing.assert_array_equal(labels_of(label), expected)
+        colour = np.asarray(got["/segpp/color"][i][1].data, np.uint8).reshape(H, W, 3)
+        np.testing.assert_array_equal(colour, Segmenter(None, device="cpu", max_side=MAX_SIDE).colorize(expected))
+        persons = got["/segpp/keypoints"][i][1].persons
+        assert len(persons) == len(pose(image, person_boxes(expected, person_ids)).persons)
+    info = got["/segpp/label_info"][0][1]
+    assert len(info.class_names) == 19 and info.class_names[11] == "person"
+    assert len(got["/segpp/keypoint_info"][0][1].names) == 17
+
+
+def test_every_nth_frame_in_a_time_range(tmp_path) -> None:
+    write_bag(tmp_path / "in", frames(10))
+    # frames at 0.0, 0.1, ... 0.9 s from the start: [0.25, 0.85) holds frames 3..8, every 2nd of them
+    summary = process(tmp_path / "in", tmp_path / "out", Options(device="cpu", max_side=MAX_SIDE, every=2,
+                                                                 start_s=0.25, end_s=0.85, outputs=("label",)))
+    got = read_bag(tmp_path / "out")
+    assert [m.header.frame_id for _, m, _ in got["/segpp/label"]] == ["cam_3", "cam_5", "cam_7"]
+    assert len(got["/cam/image"]) == 6 and summary.read == 6 and summary.processed == 3
+    assert set(got) == {"/cam/image", "/segpp/label", "/segpp/label_info"}
+
+
+def test_the_first_image_topic_unless_told_and_compressed_input(tmp_path) -> None:
+    images = frames(2)
+    write_bag(tmp_path / "in", images, topics=("/cam/image", "/cam/image/compressed"))
+    summary = process(tmp_path / "in", tmp_path / "out", Options(device="cpu", max_side=MAX_SIDE, pose=False))
+    assert summary.topic == "/cam/image" and "/cam/image/compressed" in summary.note and "--topic" in summary.note
+    summary = process(tmp_path / "in", tmp_path / "out2", Options(device="cpu", max_side=MAX_SIDE, pose=False,
+                                                                  topic="/cam/image/compressed"))
+    got = read_bag(tmp_path / "out2")
+    assert summary.processed == 2 and "/cam/image" not in got and "/segpp/keypoints" not in got
+    for i, image in enumerate(images):
+        jpeg = rgb_to_compressed(image, header(i))
+        decoded = cv2.imdecode(np.frombuffer(bytes(jpeg.data), np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+        np.testing.assert_array_equal(labels_of(got["/segpp/label"][i][1]), core_labels(np.ascontiguousarray(decoded)))
+
+
+def test_a_ros1_bag(tmp_path) -> None:
+    from rosbags.rosbag1 import Writer as Writer1
+    from rosbags.typesys import Stores, get_typestore
+
+    store = get_typestore(Stores.ROS1_NOETIC)
+    Image, Header, Time = (store.types[t] for t in ("sensor_msgs/msg/Image", "std_msgs/msg/Header",
+                                                      "builtin_interfaces/msg/Time"))
+    images = frames(2)
+    with Writer1(tmp_path / "in.bag") as writer:
+        connection = writer.add_connection("/cam/image", Image.__msgtype__, typestore=store)
+        for i, image in enumerate(images):
+            stamp = header(i).stamp
+            msg = Image(header=Header(seq=i, stamp=Time(sec=stamp.sec, nanosec=stamp.nanosec), frame_id=f"cam_{i}"),
+                        height=H, width=W, encoding="rgb8", is_bigendian=0, step=W * 3, data=image.reshape(-1))
+            writer.write(connection, received(i), store.serialize_ros1(msg, Image.__msgtype__))
+    summary = process(tmp_path / "in.bag", tmp_path / "out", Options(device="cpu", max_side=MAX_SIDE, pose=False,
+                                                                     outputs=("label",)))
+    got = read_bag(tmp_path / "out")
+    assert summary.processed == 2 and len(got["/cam/image"]) == 2
+    for i, image in enumerate(images):
+        copied = got["/cam/image"][i][1]           # converted to ROS 2: same pixels and header
+        np.testing.assert_array_equal(image_to_rgb(copied), image)
+        assert copied.header.frame_id == f"cam_{i}" and got["/cam/image"][i][0] == received(i)
+        np.testing.assert_array_equal(labels_of(got["/segpp/label"][i][1]), core_labels(image))
+
+
+def test_the_overlays_as_a_video(tmp_path, capsys) -> None:
+    write_bag(tmp_path / "in", frames(5))
+    assert cli.main([str(tmp_path / "in"), "--video", str(tmp_path / "overlay.mp4"), "--device", "cpu",
+                     "--max-side", str(MAX_SIDE), "--quiet", "--every", "2"]) == 0
+    assert "3 frames processed of 5 read" in capsys.readouterr().out
+    video = cv2.VideoCapture(str(tmp_path / "overlay.mp4"))
+    count = 0
+    while True:
+        ok, frame = video.read()
+        if not ok:
+            break
+        assert frame.shape == (H, W, 3)
+        count += 1
+    assert count == 3
+    assert abs(video.get(cv2.CAP_PROP_FPS) - 5.0) < 0.1           # every 2nd frame of a 10 Hz camera
+
+
+def test_ctrl_c_leaves_a_readable_bag(tmp_path) -> None:
+    write_bag(tmp_path / "in", frames(60))
+    err = open(tmp_path / "stderr", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "segpp_ros.cli.bag", str(tmp_path / "in"), str(tmp_path / "out"),
+                             "--device", "cpu", "--max-side", str(MAX_SIDE)], stdout=subprocess.PIPE, stderr=err,
+                            text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while not re.search(r"\b[1-9]\d*/60\b", (tmp_path / "stderr").read_text()):   # the bar: frames done
+        assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "stderr").read_text()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "stopped early" in out, (out, (tmp_path / "stderr").read_text())
+    got = read_bag(tmp_path / "out")                       # readable: metadata written on the way out
+    done = len(got["/segpp/label"])
+    assert 1 <= done < 60 and len(got["/segpp/keypoints"]) == len(got["/segpp/overlay"]) == done
+    assert len(got["/cam/image"]) == done                 # the frame in progress finished, no later one read
+    assert f"{done} frames processed" in out
+
+
+def test_refusals_name_the_problem(tmp_path, capsys) -> None:
+    write_bag(tmp_path / "in", frames(1))
+    with pytest.raises(BagError, match="no image topic '/nope'.*/cam/image"):
+        process(tmp_path / "in", tmp_path / "out", Options(device="cpu", topic="/nope"))
+    (tmp_path / "junk").mkdir()
+    with pytest.raises(BagError, match="cannot read the bag .*junk"):
+        process(tmp_path / "junk", tmp_path / "out2", OPTIONS)
+    for argv, words in ((["in"], "either an output bag"), (["in", "in"], "exists already"),
+                        (["in", "o", "--start", "2", "--end", "1"], "--end must be after"),
+                        (["in", "o", "--outputs", "labels"], "--outputs takes")):
+        with pytest.raises(SystemExit):
+            cli.parse_args([str(tmp_path / a) if i < 2 and not a.startswith("-") else a for i, a in enumerate(argv)])
+        assert words in capsys.readouterr().err
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The pipeline and the reference in one process on one thread: bit-identical labels."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
