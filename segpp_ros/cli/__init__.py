@@ -21,15 +21,24 @@ def parse_size(text: str, minimum: int = 32) -> tuple[int, int]:
     return h, w
 
 
-def positive_float(text: str) -> float:
-    """argparse type: a float > 0."""
+def _float(text: str, allowed, requirement: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+    if not allowed(value):
+        raise argparse.ArgumentTypeError(f"{text!r} must be {requirement}")
     return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a float > 0."""
+    return _float(text, lambda v: v > 0, "greater than 0")
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a float >= 0."""
+    return _float(text, lambda v: v >= 0, "0 or more")
 
 
 def non_negative_int(text: str) -> int:

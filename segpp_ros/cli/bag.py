@@ -17,7 +17,7 @@ import sys
 import threading
 from pathlib import Path
 
-from . import non_negative_int
+from . import non_negative_float, non_negative_int
 from .rosbench import positive_int
 
 PROG = "segpp-bag"
@@ -31,16 +31,6 @@ def outputs_arg(text: str) -> tuple[str, ...]:
     if unknown or not names:
         raise argparse.ArgumentTypeError(f"--outputs takes names from {', '.join(OUTPUTS)}; got {text!r}")
     return names
-
-
-def seconds_arg(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: seconds from the bag's start must be 0 or more")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--person-classes", default="person,rider",
                    help="segmentation classes that are persons (default: person,rider)")
     p.add_argument("--every", type=positive_int, default=1, help="process every Nth frame (default: 1)")
-    p.add_argument("--start", type=seconds_arg, help="seconds from the bag's start to begin at")
-    p.add_argument("--end", type=seconds_arg, help="seconds from the bag's start to end at")
+    p.add_argument("--start", type=non_negative_float, help="seconds from the bag's start to begin at")
+    p.add_argument("--end", type=non_negative_float, help="seconds from the bag's start to end at")
     p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="output bag storage (default: mcap)")
     p.add_argument("--fps", type=float, help="--video frame rate (default: the processed frames' rate in the bag)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
