@@ -12,6 +12,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from segpp_ros.ros.conversions import (
+    INPUT_ENCODINGS,
     SUPPORTED_ENCODINGS,
     ImageFormatError,
     array_to_image,
@@ -101,7 +102,7 @@ def _raw(encoding: str = "rgb8", height: int = 4, width: int = 6, step: int | No
 
 
 @pytest.mark.parametrize("msg, kind, words", [
-    (_raw("yuv422"), "encoding", ["'yuv422'", "not supported", "rgb8", "remap"]),
+    (_raw("nv12"), "encoding", ["'nv12'", "not supported", "rgb8", "yuv422", "bayer_rggb8", "remap"]),
     (_raw("RGB8"), "encoding", ["'RGB8'", "case-sensitive", "'rgb8'"]),
     (_raw(step=10), "step", ["step 10", "6*3=18"]),
     (_raw(nbytes=50), "size", ["data has 50 bytes", "18*4=72"]),
@@ -212,6 +213,124 @@ def test_matches_cv_bridge(encoding: str) -> None:
         np.testing.assert_array_equal(image_to_rgb(msg), expected)
 
 
+# -- camera encodings: messages built here from their definitions, not by our encoder ---------------
+def _message(encoding: str, pixels: np.ndarray, bigendian: int = 0, pad: int = 0) -> Image:
+    """An Image whose rows are the bytes of ``pixels`` [H, W, ...] as given, plus ``pad``."""
+    h, w = pixels.shape[:2]
+    rows = np.ascontiguousarray(pixels).view(np.uint8).reshape(h, -1)
+    data = np.zeros((h, rows.shape[1] + pad), np.uint8)
+    data[:, :rows.shape[1]] = rows
+    msg = Image(height=h, width=w, encoding=encoding, is_bigendian=bigendian, step=data.shape[1])
+    msg.data.frombytes(data.tobytes())
+    return msg
+
+
+def _yuv(rgb: np.ndarray) -> np.ndarray:
+    """ITU-R BT.601 studio-range Y'CbCr of RGB [H, W, 3] (the standard's formula, not OpenCV's
+    code: what cameras put in YUV 4:2:2), float."""
+    r, g, b = (rgb[..., i].astype(np.float64) / 255 for i in range(3))
+    return np.stack([16 + 65.481 * r + 128.553 * g + 24.966 * b,
+                     128 - 37.797 * r - 74.203 * g + 112.0 * b,
+                     128 + 112.0 * r - 93.786 * g - 18.214 * b], -1)
+
+
+@pytest.mark.parametrize("encoding, order", [("yuv422", "UYVY"), ("uyvy", "UYVY"), ("yuv422_yuy2", "YUYV"),
+                                             ("yuyv", "YUYV")])
+def test_packed_yuv422(encoding: str, order: str) -> None:
+    # pixel pairs share U and V: a colour constant over each pair comes back within rounding
+    rgb = np.repeat(_random_rgb(H, 26), 2, axis=1)
+    yuv = _yuv(rgb)
+    y = yuv[..., 0]
+    u, v = yuv[:, 0::2, 1], yuv[:, 0::2, 2]
+    pairs = {"UYVY": (u, y[:, 0::2], v, y[:, 1::2]), "YUYV": (y[:, 0::2], u, y[:, 1::2], v)}[order]
+    packed = np.stack(pairs, -1).reshape(H, 26, 4).reshape(H, 52, 2)
+    msg = _message(encoding, np.clip(np.round(packed), 0, 255).astype(np.uint8), pad=3)
+    out = image_to_rgb(msg)
+    assert out.shape == (H, 52, 3)
+    error = np.abs(out.astype(int) - rgb)
+    assert error.max() <= 4, error.max()                          # 8-bit rounding on the way in and out
+    flipped = "yuyv" if order == "UYVY" else "uyvy"        # the other byte order: clearly wrong colours
+    assert np.abs(image_to_rgb(_message(flipped, msg_pixels(msg))).astype(int) - rgb).mean() > 30
+    with pytest.raises(ImageFormatError, match="even width"):
+        image_to_rgb(_message(encoding, np.zeros((4, 5, 2), np.uint8)))
+
+
+def msg_pixels(msg: Image) -> np.ndarray:
+    return np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.step)[:, :msg.width * 2].reshape(
+        msg.height, msg.width, 2)
+
+
+@pytest.mark.parametrize("encoding", ["bayer_rggb8", "bayer_bggr8", "bayer_gbrg8", "bayer_grbg8"])
+def test_bayer_mosaics(encoding: str) -> None:
+    # the mosaic of a smooth image, sampled by the pattern's definition (the first two pixels of
+    # the first two rows): demosaicked, it is the image again away from the border
+    rgb = _smooth_rgb(64, 96)
+    pattern = encoding.split("_")[1][:4]
+    channel = {"r": 0, "g": 1, "b": 2}
+    mosaic = np.empty(rgb.shape[:2], np.uint8)
+    for k, c in enumerate(pattern):
+        dy, dx = divmod(k, 2)
+        mosaic[dy::2, dx::2] = rgb[dy::2, dx::2, channel[c]]
+    out = image_to_rgb(_message(encoding, mosaic[..., None], pad=2))
+    error = np.abs(out[4:-4, 4:-4].astype(int) - rgb[4:-4, 4:-4])
+    assert error.max() <= 6, (encoding, error.max())
+    others = [e for e in ("bayer_rggb8", "bayer_bggr8") if e != encoding][:1]
+    wrong = np.abs(image_to_rgb(_message(others[0], mosaic[..., None]))[4:-4, 4:-4].astype(int) - rgb[4:-4, 4:-4])
+    assert wrong.mean() > 20                             # the pattern matters
+    with pytest.raises(ImageFormatError, match="2x2"):
+        image_to_rgb(_message(encoding, np.zeros((1, 8, 1), np.uint8)))
+
+
+@pytest.mark.parametrize("bigendian", [0, 1])
+@pytest.mark.parametrize("encoding", ["rgb16", "bgr16", "rgba16", "bgra16"])
+def test_16_bit_colour_keeps_the_high_byte(encoding: str, bigendian: int) -> None:
+    rgb = _random_rgb()
+    low = np.random.default_rng(1).integers(0, 256, rgb.shape, dtype=np.uint16)
+    wide = rgb.astype(np.uint16) * 256 + low                         # any low byte: 8 bits = the high byte
+    colour = wide if encoding.startswith("rgb") else wide[..., ::-1]
+    if encoding.endswith("a16"):
+        colour = np.concatenate([colour, np.full(rgb.shape[:2] + (1,), 65535, np.uint16)], -1)
+    stored = colour.astype(">u2" if bigendian else "<u2")
+    np.testing.assert_array_equal(image_to_rgb(_message(encoding, stored, bigendian, pad=4)), rgb)
+
+
+def test_opencv_type_names_and_refused_depth() -> None:
+    rgb = _random_rgb()
+    np.testing.assert_array_equal(image_to_rgb(_message("8UC3", rgb[..., ::-1].copy())), rgb)      # BGR order
+    gray = rgb[..., 0].copy()
+    np.testing.assert_array_equal(image_to_rgb(_message("8UC1", gray[..., None])), np.stack([gray] * 3, -1))
+    depth = CompressedImage(format="16UC1; compressedDepth png")
+    depth.data.frombytes(bytes(rgb_to_compressed(rgb, _header(), "png").data))
+    with pytest.raises(ImageFormatError, match="compressedDepth") as err:
+        compressed_to_rgb(depth)
+    assert err.value.kind == "compressed"
+
+
+@pytest.mark.parametrize("fmt", ["rgb8; jpeg compressed bgr8", "bgr8; png compressed bgr8", "mono8; jpeg compressed mono8"])
+def test_image_transport_compressed_formats(fmt: str) -> None:
+    # what image_transport's compressed plugin writes: the format string says what it holds
+    rgb = _smooth_rgb()
+    codec = ".png" if "png" in fmt else ".jpg"
+    source = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if fmt.startswith("mono") else rgb[..., ::-1]
+    ok, encoded = cv2.imencode(codec, np.ascontiguousarray(source))
+    msg = CompressedImage(format=fmt)
+    msg.data.frombytes(encoded.tobytes())
+    out = compressed_to_rgb(msg)
+    expected = np.stack([source] * 3, -1) if source.ndim == 2 else rgb
+    assert np.abs(out.astype(int) - expected).max() <= (0 if codec == ".png" else 24)
+
+
+@pytest.mark.parametrize("encoding", ["yuv422", "yuv422_yuy2", "bayer_rggb8", "bayer_grbg8", "rgb16", "bgr16"])
+def test_camera_encodings_match_cv_bridge(encoding: str) -> None:
+    cv_bridge = pytest.importorskip("cv_bridge")
+    pixels = {2: np.random.default_rng(3).integers(0, 256, (H, 52, 2), dtype=np.uint8),
+              1: np.random.default_rng(3).integers(0, 256, (H, W, 1), dtype=np.uint8),
+              6: _random_rgb().astype("<u2") * 257}[BYTES_PER_PIXEL.get(encoding, 1)]
+    msg = _message(encoding, pixels)
+    expected = cv_bridge.CvBridge().imgmsg_to_cv2(msg, "rgb8")
+    assert np.abs(image_to_rgb(msg).astype(int) - expected).max() <= 1
+
+
 # -- untrusted sizes -------------------------------------------------------------------------------
 def test_huge_raw_images_are_refused_from_the_header_before_the_data_is_checked() -> None:
     msg = _raw(height=8192, width=8192, nbytes=10)      # the header alone claims 192 MB
@@ -299,8 +418,11 @@ from hypothesis import strategies as st  # noqa: E402
 
 MAX_PIXELS = 256 * 256
 SIZES = st.one_of(st.integers(0, 48), st.integers(0, 2**32 - 1))
-ENCODINGS = st.one_of(st.sampled_from(SUPPORTED_ENCODINGS + ("yuv422", "RGB8", "bayer_rggb8", "")),
+ENCODINGS = st.one_of(st.sampled_from(INPUT_ENCODINGS + ("RGB8", "YUV422", "bayer_rggb16", "")),
                       st.text(max_size=12))
+# bytes per pixel of each encoding, from the ROS sensor_msgs/image_encodings definitions
+BYTES_PER_PIXEL = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1, "mono16": 2, "yuv422": 2, "uyvy": 2,
+                   "yuv422_yuy2": 2, "yuyv": 2, "rgb16": 6, "bgr16": 6, "rgba16": 8, "bgra16": 8, "8UC3": 3, "8UC1": 1}
 
 
 def _inside(out: np.ndarray, buffer: bytes | array.array) -> bool:
@@ -319,7 +441,7 @@ def _inside(out: np.ndarray, buffer: bytes | array.array) -> bool:
        slack=st.integers(-8, 8), data=st.data())
 def test_fuzz_image_to_rgb(encoding, height, width, step, bigendian, slack, data) -> None:
     """Any header and any data length: a valid RGB array read inside the buffer, or ImageFormatError."""
-    bpp = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1, "mono16": 2}.get(encoding, 1)
+    bpp = BYTES_PER_PIXEL.get(encoding, 1)
     if data.draw(st.booleans(), label="plausible step") and width * bpp < 2**32:
         step = width * bpp + data.draw(st.integers(0, 7), label="pad")
     needed = step * max(height - 1, 0) + width * bpp

@@ -113,6 +113,29 @@ def test_padded_rows_and_mono_inputs(graph):
         assert (out.height, out.width) == (H, W)
 
 
+def test_camera_encodings_through_the_node(graph):
+    # a Bayer mosaic, 16-bit colour and OpenCV's 8UC3 as drivers send them: the node's labels
+    # are the core's for the pixels the message holds
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Header
+
+    from segpp_ros.ros.conversions import image_to_rgb
+
+    node, probe = graph
+    mosaic = np.empty((H, W), np.uint8)
+    for k, c in enumerate((0, 1, 1, 2)):                 # r g / g b
+        dy, dx = divmod(k, 2)
+        mosaic[dy::2, dx::2] = SCENE[dy::2, dx::2, c]
+    payloads = {"bayer_rggb8": mosaic, "rgb16": (SCENE.astype(np.uint16) * 257).astype("<u2"),
+                "8UC3": np.ascontiguousarray(SCENE[..., ::-1])}
+    for encoding, pixels in payloads.items():
+        msg = Image(header=Header(stamp=probe.now_msg(), frame_id=encoding), height=H, width=W, encoding=encoding,
+                    is_bigendian=0, step=W * pixels.itemsize * (pixels.shape[2] if pixels.ndim == 3 else 1))
+        msg.data.frombytes(pixels.tobytes())
+        expected = reference_labels(np.ascontiguousarray(image_to_rgb(msg)))
+        np.testing.assert_array_equal(labels_of(roundtrip(graph, msg)), expected, err_msg=encoding)
+
+
 def test_merge_preset_switches_live_and_invalid_values_are_rejected(graph):
     node, probe = graph
     results = set_params(probe, merge__preset="downsample")

@@ -32,13 +32,31 @@ from std_msgs.msg import Header
 
 from .env import limit_decoder_pixels
 
+# what the node writes and the demo camera sends (rgb_to_image, array_to_image)
 SUPPORTED_ENCODINGS: tuple[str, ...] = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16")
+# what cameras send besides, read by image_to_rgb: packed YUV 4:2:2 (yuv422 is UYVY in ROS),
+# Bayer mosaics, 16 bits per channel (scaled to 8 by the high byte, as mono16), and the OpenCV
+# type names some drivers put in the encoding (8UC3 is OpenCV's BGR order)
+CAMERA_ENCODINGS: tuple[str, ...] = ("yuv422", "uyvy", "yuv422_yuy2", "yuyv", "bayer_rggb8", "bayer_bggr8",
+                                     "bayer_gbrg8", "bayer_grbg8", "rgb16", "bgr16", "rgba16", "bgra16", "8UC3", "8UC1")
+INPUT_ENCODINGS: tuple[str, ...] = SUPPORTED_ENCODINGS + CAMERA_ENCODINGS
 
+_U8, _U16 = np.dtype(np.uint8), np.dtype(np.uint16)
 # encoding -> (dtype, channels); bytes per pixel = itemsize * channels
 _LAYOUT: dict[str, tuple[np.dtype, int]] = {
-    "rgb8": (np.dtype(np.uint8), 3), "bgr8": (np.dtype(np.uint8), 3),
-    "rgba8": (np.dtype(np.uint8), 4), "bgra8": (np.dtype(np.uint8), 4),
-    "mono8": (np.dtype(np.uint8), 1), "mono16": (np.dtype(np.uint16), 1),
+    "rgb8": (_U8, 3), "bgr8": (_U8, 3), "rgba8": (_U8, 4), "bgra8": (_U8, 4), "mono8": (_U8, 1), "mono16": (_U16, 1),
+    "yuv422": (_U8, 2), "uyvy": (_U8, 2), "yuv422_yuy2": (_U8, 2), "yuyv": (_U8, 2),
+    "bayer_rggb8": (_U8, 1), "bayer_bggr8": (_U8, 1), "bayer_gbrg8": (_U8, 1), "bayer_grbg8": (_U8, 1),
+    "rgb16": (_U16, 3), "bgr16": (_U16, 3), "rgba16": (_U16, 4), "bgra16": (_U16, 4), "8UC3": (_U8, 3), "8UC1": (_U8, 1),
+}
+# OpenCV conversions to RGB. OpenCV names a Bayer pattern by the second row's second and third
+# pixels, so ROS's rggb (the first row starting R G) is OpenCV's BayerBG
+_CV_TO_RGB: dict[str, str] = {
+    "yuv422": "COLOR_YUV2RGB_UYVY", "uyvy": "COLOR_YUV2RGB_UYVY",
+    "yuv422_yuy2": "COLOR_YUV2RGB_YUYV", "yuyv": "COLOR_YUV2RGB_YUYV",
+    "bayer_rggb8": "COLOR_BayerBG2RGB", "bayer_bggr8": "COLOR_BayerRG2RGB",
+    "bayer_gbrg8": "COLOR_BayerGR2RGB", "bayer_grbg8": "COLOR_BayerGB2RGB",
+    "bgr8": "COLOR_BGR2RGB", "8UC3": "COLOR_BGR2RGB", "bgra8": "COLOR_BGRA2RGB",
 }
 
 
@@ -87,11 +105,16 @@ def image_to_rgb(msg: Image, min_side: int = 1, max_pixels: int | None = None) -
                 if enc.lower() in _LAYOUT else "")
         raise ImageFormatError(
             f"image encoding '{enc}' is not supported{hint}; publish one of "
-            f"{', '.join(SUPPORTED_ENCODINGS)} (or remap to a topic that does)", "encoding")
+            f"{', '.join(INPUT_ENCODINGS)} (or remap to a topic that does)", "encoding")
     if h == 0 or w == 0:
         raise ImageFormatError(f"image is empty ({w}x{h}); the publisher sent width={w}, "
                                f"height={h}", "empty")
     check_dimensions(w, h, min_side, max_pixels)
+    if enc in ("yuv422", "uyvy", "yuv422_yuy2", "yuyv") and w % 2:
+        raise ImageFormatError(f"{enc} image is {w} px wide: packed YUV 4:2:2 shares chroma between pixel pairs "
+                               "and needs an even width", "size")
+    if enc.startswith("bayer_") and min(w, h) < 2:
+        raise ImageFormatError(f"{enc} image is {w}x{h}: a Bayer mosaic needs at least 2x2 pixels", "size")
     bpp = _bytes_per_pixel(enc)
     if step < w * bpp:
         raise ImageFormatError(
@@ -106,19 +129,21 @@ def image_to_rgb(msg: Image, min_side: int = 1, max_pixels: int | None = None) -
     buf = np.frombuffer(msg.data, np.uint8)  # array('B') and bytes both export a buffer
     # in bounds by the checks above; writability is inherited from msg.data
     pixels = np.lib.stride_tricks.as_strided(buf, shape=(h, w, bpp), strides=(step, bpp, 1))
-    if enc == "rgb8":
-        return pixels
-    if enc == "rgba8":
+    dtype, channels = _LAYOUT[enc]
+    if dtype == _U16:
+        # 16 bits per channel: keep the most significant byte, wherever the endianness puts it
+        pixels = pixels[..., 0::2] if msg.is_bigendian else pixels[..., 1::2]
+        if enc in ("bgr16", "bgra16"):
+            return np.ascontiguousarray(pixels[..., 2::-1])
+    if enc in ("rgb8", "rgb16", "rgba8", "rgba16"):
         return pixels[..., :3]
-    if enc in ("bgr8", "bgra8"):
-        import cv2  # lazy; 1080p: cvtColor 0.5 ms vs 2.5-8.5 ms for a numpy channel reversal
+    if enc in ("mono8", "mono16", "8UC1"):
+        return np.broadcast_to(pixels[..., :1], (h, w, 3))
+    import cv2  # lazy; 1080p: cvtColor 0.5 ms vs 2.5-8.5 ms for a numpy channel reversal
 
-        return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB if enc == "bgr8" else cv2.COLOR_BGRA2RGB)
-    if enc == "mono8":
-        gray = pixels
-    else:  # mono16: keep the most significant byte, wherever the endianness puts it
-        gray = pixels[..., 0:1] if msg.is_bigendian else pixels[..., 1:2]
-    return np.broadcast_to(gray, (h, w, 3))
+    if channels == 1:       # a Bayer mosaic: OpenCV wants [H, W]
+        pixels = pixels[..., 0]
+    return cv2.cvtColor(pixels, getattr(cv2, _CV_TO_RGB[enc]))
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -167,6 +192,10 @@ def compressed_to_rgb(msg: CompressedImage, min_side: int = 1, max_pixels: int |
     OpenCV detects the codec from the bytes. A PNG or JPEG larger than ``max_pixels`` is
     refused from its header, before decoding; any image is checked again once decoded.
     """
+    if "compresseddepth" in msg.format.lower():
+        raise ImageFormatError(f"compressed image format '{msg.format}' is a depth image (image_transport's "
+                               "compressedDepth): segment the colour camera's image/compressed topic instead",
+                               "compressed")
     n = len(msg.data)
     if n == 0:
         raise ImageFormatError(f"compressed image is empty (format '{msg.format}', 0 bytes); "
