@@ -50,10 +50,10 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, node: Node
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}{log}")
 
 
-def refused_start(log_dir: Path, params: dict[str, Any], name: str) -> str:
+def refused_start(log_dir: Path, params: dict[str, Any], name: str, env: dict[str, str] | None = None) -> str:
     """Start a node that must refuse to start; assert it exits with code 78 (EX_CONFIG) and no traceback
     within two minutes, and return its log."""
-    node = NodeProcess(log_dir, params, {}, name=name)
+    node = NodeProcess(log_dir, params, {}, name=name, env=env)
     try:
         node.proc.wait(120)
     finally:

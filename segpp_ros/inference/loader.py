@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 
 import torch
 
@@ -43,6 +45,38 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
+# owner/name[@revision] as the Hugging Face Hub spells model IDs
+HUB_ID = re.compile(r"(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<revision>[\w./-]+))?")
+# what a SegFormer model repository holds that we read: config and weights, not TF/Flax files
+HUB_FILES = ("*.json", "*.safetensors", "*.bin")
+
+
+def resolve_weights(weights: str | os.PathLike) -> Path:
+    """A weights path, or a Hugging Face model ID (``owner/name[@revision]``, when no such path
+    exists) resolved to its folder in the huggingface_hub cache, downloading it when online.
+    Offline with nothing cached: ValueError naming the ID, HF_HUB_OFFLINE and the cache folder."""
+    path = Path(weights)
+    match = HUB_ID.fullmatch(str(weights))
+    if path.exists() or match is None:
+        return path
+    import huggingface_hub
+    from huggingface_hub import constants
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    repo, revision = match["repo"], match["revision"]
+    try:
+        return Path(huggingface_hub.snapshot_download(repo, revision=revision, allow_patterns=list(HUB_FILES),
+                                                      local_files_only=bool(constants.HF_HUB_OFFLINE)))
+    except LocalEntryNotFoundError:
+        raise ValueError(f"the Hugging Face model {weights} is not in the cache ({constants.HF_HUB_CACHE}) and the "
+                         f"Hub cannot be reached (HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', 'unset')}): "
+                         "download it once online, or give a local file") from None
+    except RepositoryNotFoundError:
+        raise ValueError(f"{weights} is neither a file nor a Hugging Face model ID the Hub knows") from None
+    except (HfHubHTTPError, OSError) as err:
+        raise ValueError(f"cannot fetch the Hugging Face model {weights}: {err}") from None
+
+
 def load_for_inference(weights: str | os.PathLike | None, task: str, device: str,
                        precision: str) -> tuple[SegFormerPP, torch.device, torch.dtype, str]:
     """(model, device, dtype, weights path) for an inference wrapper; weights None = the
@@ -52,6 +86,8 @@ def load_for_inference(weights: str | os.PathLike | None, task: str, device: str
     if weights is None:
         from ..weights import default_weights
         weights = default_weights(task)
+    else:
+        weights = resolve_weights(weights)
     keep_freed_memory()
     tune_backend(dev)
     # the task check makes a checkpoint of the other task a CheckpointError naming the file;

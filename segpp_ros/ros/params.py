@@ -129,8 +129,9 @@ def merge_from(values: Mapping[str, Any], prefix: str) -> MergeConfig:
 
 
 SEGMENTATION_SPECS: list[ParamSpec] = [
-    ParamSpec("weights", "", "segmentation weights: our .safetensors, a SegFormer++/mmseg or NVlabs .pth, or a "
-              "Hugging Face folder; empty = the embedded default model", read_only=True),
+    ParamSpec("weights", "", "segmentation weights: our .safetensors, a SegFormer++/mmseg or NVlabs .pth, a "
+              "Hugging Face folder, or a Hugging Face model ID owner/name[@revision] (from the huggingface_hub "
+              "cache, downloaded when online); empty = the embedded default model", read_only=True),
     ParamSpec("variant", "", "expected MiT variant (b0..b5); empty accepts what the weights hold, otherwise a "
               "mismatch stops the node at start", read_only=True, choices=("", "b0", "b1", "b2", "b3", "b4", "b5")),
     ParamSpec("device", "auto", "auto (first CUDA device, else CPU), cpu, cuda or cuda:N", read_only=True,
