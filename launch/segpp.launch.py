@@ -4,6 +4,7 @@
     ros2 launch segpp segpp.launch.py image:=/camera/image_raw transport:=compressed device:=cuda
     ros2 launch segpp segpp.launch.py params_file:=/path/my_segpp.yaml namespace:=front
     ros2 launch segpp segpp.launch.py cameras:=front,rear     # front/image and rear/image, one model
+    ros2 launch segpp segpp.launch.py image:=/camera/image_raw rviz:=true   # and RViz2 with config/segpp.rviz
 
 Launch arguments left empty keep the value of the params file (config/segpp.yaml by default).
 lifecycle:=true starts the managed node instead (unconfigured until `ros2 lifecycle set /segpp
@@ -12,8 +13,9 @@ after respawn_delay seconds; one that refuses to start (exit code 78: a bad para
 file, which a restart cannot fix) or exits cleanly is not.
 """
 import os
+import shutil
 
-from ament_index_python.packages import get_package_share_directory
+from ament_index_python.packages import PackageNotFoundError, get_package_prefix, get_package_share_directory
 from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction, RegisterEventHandler, TimerAction
 from launch.event_handlers import OnProcessExit
 from launch.substitutions import LaunchConfiguration
@@ -77,6 +79,20 @@ def _node(context, *args, **kwargs):
     return [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=respawn))]
 
 
+def _rviz(context, *args, **kwargs):
+    """RViz2 with config/segpp.rviz when rviz:=true and RViz2 is installed; a note otherwise."""
+    if not _true(LaunchConfiguration("rviz").perform(context)):
+        return []
+    try:
+        get_package_prefix("rviz2")
+    except PackageNotFoundError:
+        if shutil.which("rviz2") is None:
+            return [LogInfo(msg="segpp: rviz:=true but RViz2 is not installed (apt install ros-$ROS_DISTRO-rviz2); "
+                                "the node runs without it")]
+    config = os.path.join(get_package_share_directory(PACKAGE), "config", "segpp.rviz")
+    return [Node(package="rviz2", executable="rviz2", name="segpp_rviz", arguments=["-d", config], output="screen")]
+
+
 def generate_launch_description():
     default_params = os.path.join(get_package_share_directory(PACKAGE), "config", "segpp.yaml")
     arguments = [
@@ -96,7 +112,10 @@ def generate_launch_description():
                                           "ros2 lifecycle set"),
         DeclareLaunchArgument("autostart", default_value="false",
                               description="with lifecycle:=true, configure and activate at start"),
+        DeclareLaunchArgument("rviz", default_value="false",
+                              description="also start RViz2 with config/segpp.rviz (overlay, labels, skeleton "
+                                          "markers) when RViz2 is installed"),
     ]
     arguments += [DeclareLaunchArgument(name, default_value="", description=text)
                   for name, text in PARAMETER_ARGUMENTS.items()]
-    return LaunchDescription([*arguments, OpaqueFunction(function=_node)])
+    return LaunchDescription([*arguments, OpaqueFunction(function=_node), OpaqueFunction(function=_rviz)])

@@ -223,7 +223,8 @@ def test_generate_launch_description() -> None:
     defaults = {name: perform_substitutions(context, a.default_value) for name, a in declared.items()}
     assert Path(defaults["params_file"]) == Path(share) / "config" / "segpp.yaml"
     context.launch_configurations.update(defaults)
-    (opaque,) = [e for e in ld.entities if isinstance(e, OpaqueFunction)]
+    opaque, rviz = [e for e in ld.entities if isinstance(e, OpaqueFunction)]
+    assert rviz.execute(context) == []                   # rviz:=false by default
     node, respawn = opaque.execute(context)             # respawn:=true by default: an exit handler too
     assert node.node_package == "segpp" and node.node_executable == "segpp_node"
     assert type(node).__name__ == "Node" and type(respawn).__name__ == "RegisterEventHandler"
@@ -231,3 +232,31 @@ def test_generate_launch_description() -> None:
     (managed,) = opaque.execute(context)
     assert type(managed).__name__ == "LifecycleNode" and managed.node_package == "segpp"
     assert [perform_substitutions(context, a) for a in managed.cmd[1:3]] == ["--lifecycle", "--autostart"]
+    # rviz:=true: RViz2 with the installed config where it exists, else a note (it is not here)
+    context.launch_configurations.update(rviz="true")
+    (action,) = rviz.execute(context)
+    if type(action).__name__ == "Node":
+        args = [perform_substitutions(context, a) for a in action.cmd[1:]]
+        assert Path(share) / "config" / "segpp.rviz" in [Path(a) for a in args], args
+    else:
+        assert "RViz2 is not installed" in perform_substitutions(context, action.msg)
+
+
+def test_the_rviz_config_shows_existing_outputs_with_matching_displays() -> None:
+    import yaml
+
+    from segpp_ros.ros.cameras import Camera
+
+    config = yaml.safe_load((ROOT / "config" / "segpp.rviz").read_text())
+    displays = {d["Topic"]["Value"]: d["Class"] for d in config["Visualization Manager"]["Displays"]}
+    # the node (named segpp) publishes ~/<leaf>: images on overlay and label, markers on markers
+    outputs = {Camera("").output(leaf).replace("~", "/segpp"): leaf for leaf in ("overlay", "label", "markers")}
+    assert set(displays) == set(outputs), displays
+    for topic, kind in displays.items():
+        want = "rviz_default_plugins/MarkerArray" if outputs[topic] == "markers" else "rviz_default_plugins/Image"
+        assert kind == want, (topic, kind)
+    # the markers' namespace is the one the node uses, and the QoS the publishers offer
+    from segpp_ros.ros.keypoint_msgs import MARKER_NS
+
+    markers = next(d for d in config["Visualization Manager"]["Displays"] if d["Topic"]["Value"] == "/segpp/markers")
+    assert list(markers["Namespaces"]) == [MARKER_NS] and markers["Topic"]["Reliability Policy"] == "Reliable"

@@ -84,9 +84,11 @@ def test_a_node_that_refuses_to_start_is_not_respawned(launch, tmp_path):
 
 
 def test_the_cameras_argument_gives_each_camera_its_input(launch):
-    # comma-separated, spaces allowed; relative names, so the namespace applies to each
-    group = launch("cameras:=front, rear", "namespace:=robot")
+    # comma-separated, spaces allowed; relative names, so the namespace applies to each. RViz2
+    # is not installed here: rviz:=true says so and the node runs on
+    group = launch("cameras:=front, rear", "namespace:=robot", "rviz:=true")
     wait_for(lambda: segmenting(group), START_TIMEOUT, "the node to start under launch")
     assert "segmenting /robot/front/image, /robot/rear/image (raw)" in group.output(), group.output()[-3000:]
+    assert "rviz:=true but RViz2 is not installed" in group.output()
     group.interrupt()
     assert group.wait(15) == 0, group.output()[-3000:]
