@@ -42,7 +42,7 @@ test: $(STAMP)
 demo: $(STAMP)
 	tools/netns-run $(VENV)/bin/segpp-demo --out out/demo
 
-# README figures (CPU, 2 threads, B0, batch 1, 19 classes, all rows in one run per table).
+# docs/benchmarks.md figures (CPU, 2 threads, B0, batch 1, 19 classes, all rows in one run per table).
 bench: $(STAMP)
 	$(VENV)/bin/segpp-bench --threads 2 --variants b0 --sizes 1024x1024,1024x2048 --warmup 3 --iters 15 \
 		--json out/bench-b0.json
@@ -51,7 +51,7 @@ bench: $(STAMP)
 	$(VENV)/bin/segpp-bench --threads 2 --variants b2 --sizes 1024x1024 --warmup 2 --iters 8 \
 		--json out/bench-b2.json
 
-# Reproduce the embedded default models (see README: both ran concurrently, one thread each).
+# Reproduce the embedded default models (see docs/training.md: both ran concurrently, one thread each).
 SEG_RUN ?= out/seg-b0
 POSE_RUN ?= out/pose-b0
 train-models: $(STAMP)
@@ -71,7 +71,7 @@ train-models: $(STAMP)
 	cp $(SEG_RUN)-p3/model.safetensors segpp_ros/weights/segpp_b0_synthstreet_seg.safetensors
 	cp $(POSE_RUN)/model.safetensors segpp_ros/weights/segpp_b0_synthstreet_pose.safetensors
 
-# Fidelity study for README: accuracy and speed-up of every preset in one run.
+# Fidelity study for docs/training.md: accuracy and speed-up of every preset in one run.
 fidelity: $(STAMP)
 	$(VENV)/bin/segpp-fidelity --threads 2 --scenes 20 --pose-samples 256 --json out/fidelity.json
 

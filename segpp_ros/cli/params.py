@@ -1,7 +1,7 @@
 """segpp-params: the node's parameters as a params file (config/segpp.yaml) or a table.
 
     segpp-params --yaml > config/segpp.yaml     # every parameter with its default
-    segpp-params --markdown                     # the README table
+    segpp-params --markdown                     # the table in docs/parameters.md
 """
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ does not make the choice flap.
 Costs are not assumed monotone along the ladder: the choice is the most accurate step that
 fits, so a step slower than a more accurate one is never chosen over it.
 
-Ladders, most accurate first, from the fidelity study (README, mIoU cost against `none` at
+Ladders, most accurate first, from the fidelity study (docs/training.md, mIoU cost against `none` at
 512x1024 / 1024x2048): hq -1.10 / -0.59, 2x2 -1.06 / -0.85, fast -2.36 / -1.49, downsample
 -8.23 / -0.49. hq and 2x2 cost about the same accuracy, hq the least at the high resolution
 where merging matters; downsampling is last (it loses most at camera-like sizes). Pose

@@ -1,7 +1,7 @@
 """Embedded default models shipped inside the package (used when no weights are given).
 
 Both are MiT-B0 trained from scratch on the synthetic street scenes of segpp_ros.training.data (see
-README, "Embedded default models", for the exact command, seed and commit).
+docs/training.md, "Embedded default models", for the exact command, seed and commit).
 """
 from __future__ import annotations
 
