@@ -94,8 +94,9 @@ def answer(probe: Probe, topic: str, msg) -> object | None:
     return None
 
 
-def roundtrip(graph, msg, topic: str = "/segpp/label", timeout: float = 60.0):
-    """Publish msg (re-publishing while unanswered: best-effort may drop) and return the answer.
+def roundtrip(graph, msg, topic: str = "/segpp/label", timeout: float = 60.0, resend_s: float = 0.5):
+    """Publish msg (re-publishing every ``resend_s`` while unanswered: best-effort may drop) and
+    return the answer.
 
     Every send is a request of its own: a fresh stamp and its own frame_id (``<frame_id>#<n>``).
     The answer must match one of them exactly; ``msg.header`` is then set to the request that
@@ -119,7 +120,13 @@ def roundtrip(graph, msg, topic: str = "/segpp/label", timeout: float = 60.0):
         return None
 
     publish()
-    out = wait_for(answered, timeout, f"an answer on {topic}", node, every=publish, period=0.5)
+    sent_at = [time.monotonic()]
+
+    def resend() -> None:
+        if time.monotonic() - sent_at[0] >= resend_s:
+            sent_at[0] = time.monotonic()
+            publish()
+    out = wait_for(answered, timeout, f"an answer on {topic}", node, every=resend, period=0.05)
     msg.header.frame_id, msg.header.stamp = out.header.frame_id, sent[out.header.frame_id]
     return out
 

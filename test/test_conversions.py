@@ -172,7 +172,7 @@ def test_array_to_image(shape: tuple[int, ...], dtype: type, encoding: str) -> N
 @pytest.mark.filterwarnings("ignore:module .sre_:DeprecationWarning")  # lark, via rclpy
 def test_array_to_image_serializes() -> None:
     # the wire format is what a subscriber sees: same path rclpy's publish takes, no node needed
-    serialization = pytest.importorskip("rclpy.serialization")
+    from rclpy import serialization
     rgb = _random_rgb()
     msg = array_to_image(rgb, _header(), "rgb8")
     back = serialization.deserialize_message(serialization.serialize_message(msg), Image)

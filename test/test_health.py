@@ -37,7 +37,7 @@ def test_silence_warns_after_no_image_warning() -> None:
 
 def test_mostly_undecodable_frames_warn_with_the_reason() -> None:
     h = Health(now=0.0)
-    text = "image encoding 'yuv422' is not supported; publish one of rgb8, ..."
+    text = "image encoding 'nv12' is not supported; publish one of rgb8, ..."
     stream(h, 0.0, 3.0, 10, lambda t: h.problem("bad_input_encoding", text, t))
     v = h.verdict(idle(), 5.0, TOPIC, now=3.0)
     assert v.level == WARN

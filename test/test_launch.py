@@ -62,7 +62,9 @@ class LaunchFile:
 
     def node(self) -> ast.Call:
         """The node's keyword arguments, as the dict(...) both actions (Node, LifecycleNode) unpack."""
-        nodes = self.calls_of("Node")
+        # the segpp node's actions: not RViz2's (a Node whose package is named in the call)
+        nodes = [c for c in self.calls_of("Node")
+                 if not any(kw.arg == "package" and self.value(kw.value) == "rviz2" for kw in c.keywords)]
         managed = self.calls_of("LifecycleNode")
         assert len(nodes) == 1 and len(managed) == 1, "the launch file starts one Node or one LifecycleNode"
         unpacked = {kw.value.id for call in (*nodes, *managed) for kw in call.keywords

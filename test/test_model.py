@@ -117,7 +117,13 @@ def test_bf16_forward_stays_close_to_fp32() -> None:
         ref = model(x)
         out = model.to(torch.bfloat16)(x.to(torch.bfloat16)).float()
     assert out.shape == ref.shape
-    assert (out - ref).abs().max() <= 0.1 * ref.abs().max()
+    # bf16 keeps 8 significant bits, and the error grows through the layers; wherever fp32's
+    # winning class leads by a clear margin (10 % of the logit range), bf16 must pick it too
+    top2 = ref.topk(2, dim=1).values
+    clear = (top2[:, 0] - top2[:, 1]) > 0.1 * (ref.max() - ref.min())
+    assert clear.float().mean() > 0.2, "too few pixels with a clear winner to judge"
+    assert torch.equal(out.argmax(1)[clear], ref.argmax(1)[clear])
+    assert (out.argmax(1) == ref.argmax(1)).float().mean() > 0.9
 
 
 def test_folding_for_inference_is_exact_cast_once_and_never_saved(tmp_path) -> None:

@@ -45,7 +45,7 @@ def graph(tmp_path_factory):
     probe = Probe(f"{NAME}_probe")
     probe.subscribe(PersonKeypointsArray, f"/{NAME}/keypoints")
     probe.subscribe(DiagnosticArray, "/diagnostics", QoSProfile(depth=200))
-    probe.camera = probe.publisher(Image, TOPIC)
+    probe.camera = probe.publisher(Image, TOPIC, reliable=True)
     wait_for(lambda: diagnostics_status(probe, f"/{NAME}"), 120, "the node's first diagnostics", node)
     yield node, probe
     probe.close()
@@ -59,7 +59,10 @@ def frame(graph, frame_id: str) -> dict[str, str]:
     node, probe = graph
     msg = make_frame(probe, SCENE)
     msg.header.frame_id = frame_id
-    roundtrip(graph, msg, f"/{NAME}/keypoints")
+    # one frame at a time: a re-send while a slowed frame (~1 s) is still running would be a
+    # second frame, and the presets read afterwards those of the frame after it (reliable
+    # delivery: re-sent only if lost)
+    roundtrip(graph, msg, f"/{NAME}/keypoints", resend_s=10.0)
     seen = len(probe.messages("/diagnostics"))
     # the second status after the answer: the first may have left the node before it
     wait_for(lambda: len(probe.messages("/diagnostics")) >= seen + 2, 10, "diagnostics after the answer", node)

@@ -179,11 +179,11 @@ def test_a_huge_raw_header_is_refused_before_its_data_is_read(graph):
 
 def test_undecodable_input_is_a_warning_until_good_frames_return(graph):
     node, probe = graph
-    bad = make_frame(probe, SCENE, encoding="yuv422")
+    bad = make_frame(probe, SCENE, encoding="nv12")
     send_until(graph, bad, lambda: status(probe)[0] == WARN and "bad_input_encoding" in status(probe)[1], "WARN",
                period=0.1)
     level, message, _ = status(probe)
-    assert "'yuv422' is not supported" in message
+    assert "'nv12' is not supported" in message
     good = make_frame(probe, SCENE)
     send_until(graph, good, lambda: status(probe)[0] == OK, "OK with good frames", period=0.1)
 

@@ -108,9 +108,13 @@ def test_padded_rows_and_mono_inputs(graph):
     padded = rgb_to_image(SCENE, Header(stamp=probe.now_msg(), frame_id="padded"), "rgb8", pad=7)
     assert padded.step == W * 3 + 7
     np.testing.assert_array_equal(labels_of(roundtrip(graph, padded)), reference_labels(SCENE))
+    from segpp_ros.ros.conversions import image_to_rgb
+
     for encoding in ("mono8", "mono16"):
-        out = roundtrip(graph, make_frame(probe, SCENE, encoding))
-        assert (out.height, out.width) == (H, W)
+        msg = make_frame(probe, SCENE, encoding)
+        gray = np.ascontiguousarray(image_to_rgb(msg))          # the grey pixels, as RGB
+        assert (gray[..., 0] == gray[..., 2]).all() and not (gray[..., 0] == SCENE[..., 0]).all()
+        np.testing.assert_array_equal(labels_of(roundtrip(graph, msg)), reference_labels(gray))
 
 
 def test_camera_encodings_through_the_node(graph):
@@ -173,23 +177,28 @@ def test_bad_inputs_are_counted_and_the_node_keeps_going(graph):
     good = make_frame(probe, SCENE)
     roundtrip(graph, good)
     bad = [  # built when sent: a stamp older than max_frame_age would be dropped as stale instead
-        ("bad_input_encoding", dict(encoding="yuv422")),
+        ("bad_input_encoding", dict(encoding="nv12")),
         ("bad_input_step", dict(step=W)),
         ("bad_input_size", dict(data=bytes(100))),
         ("bad_input_empty", dict(height=0, width=0, step=0, data=b"")),
     ]
     for key, fields in bad:
-        for _ in range(3):  # best effort: make sure at least one arrives
-            msg = make_frame(probe, SCENE, **fields)
-            probe.camera.publish(msg)
-            time.sleep(0.2)
-        wait_for(lambda: int(diagnostics_values(probe).get(key, 0)) > 0, 30, f"diagnostics counter {key}", node)
-        assert answer(probe, "/segpp/label", msg) is None
-        assert node.alive()
+        sent = []
+
+        def send(fields=fields) -> None:   # best effort may drop one: sent again until counted
+            sent.append(make_frame(probe, SCENE, **fields))
+            probe.camera.publish(sent[-1])
+        send()
+        wait_for(lambda: int(diagnostics_values(probe).get(key, 0)) > 0, 30, f"diagnostics counter {key}", node,
+                 every=send)
+        # the counter is the positive signal; then a good frame is answered, and by then none of
+        # the bad ones was (they are refused before inference, in order)
         out = roundtrip(graph, make_frame(probe, SCENE))
+        assert all(answer(probe, "/segpp/label", msg) is None for msg in sent)
+        assert node.alive()
         np.testing.assert_array_equal(labels_of(out), reference_labels(SCENE))
     log = node.output()
-    for words in ("yuv422", "step", "truncated", "empty"):
+    for words in ("nv12", "step", "truncated", "empty"):
         assert words in log, f"no log line about {words!r}"
 
 
@@ -197,10 +206,10 @@ def test_stale_frames_are_dropped_and_counted(graph):
     node, probe = graph
     msg = make_frame(probe, SCENE)
     msg.header.stamp.sec -= 30  # older than max_frame_age (1 s)
-    for _ in range(3):
-        probe.camera.publish(msg)
-        time.sleep(0.2)
-    wait_for(lambda: int(diagnostics_values(probe).get("dropped_stale", 0)) > 0, 30, "dropped_stale count", node)
+    probe.camera.publish(msg)
+    wait_for(lambda: int(diagnostics_values(probe).get("dropped_stale", 0)) > 0, 30, "dropped_stale count", node,
+             every=lambda: probe.camera.publish(msg))
+    roundtrip(graph, make_frame(probe, SCENE))           # a fresh frame is answered; the stale one never was
     assert answer(probe, "/segpp/label", msg) is None
 
 
@@ -217,17 +226,24 @@ def test_publishing_faster_than_inference_never_grows_latency(graph):
             sent.append(msg.header.frame_id)
             probe.camera.publish(msg)
             time.sleep(0.025)
-        time.sleep(3.0)
-        ours = set(sent)
+        ours, last = set(sent), set(sent[-40:])
+        # positive signal: one of the last frames sent (the last second) is answered; a backlog
+        # would answer frames from the middle first, for seconds
+        wait_for(lambda: any(m.header.frame_id in last for m in probe.messages("/segpp/label")), 60,
+                 "an answer to one of the last frames", node)
         answered = [(t, m) for t, m in probe.timed_messages("/segpp/label") if m.header.frame_id in ours]
         assert len(answered) >= 3, "the node answered too few frames to judge"
         assert len(answered) < len(sent) / 2, "the node kept up: the test did not overload it"
-        # age at arrival = wall clock at the probe minus the camera stamp (one host, one clock)
+        # answers come in the order the frames were sent (no frame overtaken by an older one)
+        order = [sent.index(m.header.frame_id) for _, m in answered]
+        assert order == sorted(order)
+        # age at arrival = wall clock at the probe minus the camera stamp (one host, one clock):
+        # what the node itself takes per frame plus transport, never a growing backlog. The
+        # bound follows the node's own measured latency, so a slow machine does not fail it
         ages = [t - (m.header.stamp.sec + m.header.stamp.nanosec * 1e-9) for t, m in answered]
-        assert max(ages) < 2.0, f"answers aged up to {max(ages):.2f} s: frames queued"
-        # the last answer is for one of the last frames sent, not one from the middle of a backlog
-        assert sent.index(answered[-1][1].header.frame_id) >= len(sent) - 40
-        values = diagnostics_values(probe)
+        values = wait_for(lambda: diagnostics_values(probe), 10, "diagnostics")
+        per_frame = float(values["latency_p95_ms"]) / 1000
+        assert max(ages) < 2 * per_frame + 0.5, f"answers aged up to {max(ages):.2f} s ({per_frame:.2f} s per frame)"
         assert int(values["dropped_overwritten"]) > 0
     finally:
         assert set_params(probe, max_side=NODE_PARAMS["max_side"])[0].successful
@@ -286,13 +302,13 @@ def test_compressed_transport(tmp_path):
         out = roundtrip(graph, frame("png_1"), "/segpp_zc/label")
         assert out.header.frame_id.startswith("png_1#")
         np.testing.assert_array_equal(labels_of(out), reference_labels(SCENE))  # png is lossless
-        for _ in range(3):
+        def send_corrupt() -> None:      # best effort may drop one: sent again until counted
             corrupt = frame("corrupt")
             corrupt.data = bytes(corrupt.data[:200])
             probe.camera.publish(corrupt)
-            time.sleep(0.2)
+        send_corrupt()
         wait_for(lambda: int(diagnostics_values(probe, "/segpp_zc").get("bad_input_compressed", 0)) > 0, 30,
-                 "the bad_input_compressed counter", node)
+                 "the bad_input_compressed counter", node, every=send_corrupt)
         assert roundtrip(graph, frame("png_2"), "/segpp_zc/label").header.frame_id.startswith("png_2#")
         assert "/zcam/image/compressed" in node.output()
     finally:

@@ -47,12 +47,14 @@ def test_one_round_writes_tables_and_json(tmp_path, capsys) -> None:
     rows = data["rows"]
     assert [(r["preset"], r["persons"], r["mode"]) for r in rows] == [
         (p, n, m) for p in ("none", "2x2") for n in (1, 3) for m in ("batched", "sequential")]
+    med = {(r["preset"], r["persons"], r["mode"]): r["median_ms"] for r in rows}
     for r in rows:
         assert r["median_ms"] > 0 and r["network_ms"] > 0
-        if r["preset"] == "none":
-            assert r["preset_speedup"] == 1.0
-        if r["mode"] == "sequential":
-            assert r["speedup"] == 1.0
+        key = (r["persons"], r["mode"])
+        # each speed-up against the medians it is defined by (batched over sequential at the same
+        # preset and persons; a preset over none at the same persons and mode)
+        assert r["speedup"] == pytest.approx(med[r["preset"], r["persons"], "sequential"] / r["median_ms"], rel=1e-2)
+        assert r["preset_speedup"] == pytest.approx(med[("none", *key)] / r["median_ms"], rel=1e-2)
     assert data["environment"]["threads"] == 1 and data["environment"]["flip_test"]
     text = capsys.readouterr().out
     assert "| persons (none) | batched ms | sequential ms | batched speed-up |" in text

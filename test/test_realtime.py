@@ -200,7 +200,7 @@ def test_rate_meter_counts_and_event_log() -> None:
         rate.tick(t)
     assert rate.count(2.6) == 2 and rate.count(10.0) == 0
     log = EventLog(window_s=1.0)
-    log.add("bad_input_encoding", "encoding 'yuv422'", now=1.0)
+    log.add("bad_input_encoding", "encoding 'nv12'", now=1.0)
     log.add("bad_input_encoding", "encoding 'nv12'", now=1.2)
     log.add("dropped_stale", "old", value=3.0, now=1.5)
     assert log.counts(1.5) == {"bad_input_encoding": 2, "dropped_stale": 1}

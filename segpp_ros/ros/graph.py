@@ -149,6 +149,8 @@ class Probe:
         self.executor.add_node(self.node)
         self.received: dict[str, list[tuple[float, Any]]] = {}
         self._lock = threading.Lock()
+        self._closing = False
+        self.error: BaseException | None = None   # what ended the spin thread, raised to the caller
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
 
@@ -156,8 +158,17 @@ class Probe:
         from rclpy.executors import ExternalShutdownException
         try:
             self.executor.spin()
-        except (ExternalShutdownException, Exception):  # noqa: BLE001 -- shutting down
+        except ExternalShutdownException:
             pass
+        except Exception as err:  # noqa: BLE001 -- a callback or the executor failed: the caller hears of it
+            if not self._closing:
+                self.error = err
+
+    def _check(self) -> None:
+        """Raise what ended the spin thread (a failing callback would otherwise look like silence)."""
+        if self.error is not None:
+            raise RuntimeError(f"the probe's spin thread failed: {type(self.error).__name__}: {self.error}") \
+                from self.error
 
     def subscribe(self, msg_type: Any, topic: str, qos: Any = None,
                   callback: Callable[[float, Any], None] | None = None) -> None:
@@ -176,11 +187,13 @@ class Probe:
         self.node.create_subscription(msg_type, topic, store, qos)
 
     def messages(self, topic: str) -> list[Any]:
+        self._check()
         with self._lock:
             return [m for _, m in self.received.get(topic, [])]
 
     def timed_messages(self, topic: str) -> list[tuple[float, Any]]:
         """(arrival wall-clock seconds, message) pairs."""
+        self._check()
         with self._lock:
             return list(self.received.get(topic, []))
 
@@ -194,6 +207,7 @@ class Probe:
 
     def close(self) -> None:
         import rclpy
+        self._closing = True
         self.executor.shutdown()
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.context)
