@@ -1,8 +1,6 @@
 """Keypoints through real rclpy and real Fast DDS: the node as its own process, a probe here."""
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -64,7 +62,7 @@ def keypoints_for(graph, msg, timeout: float = 60.0):
     return roundtrip(graph, msg, f"/{NAME}/keypoints", timeout)
 
 
-def reference_poses(image: np.ndarray):
+def reference_poses(image: np.ndarray, pose_merge: str = "none"):
     """What the inference core computes for the same image and settings (one thread, like the node)."""
     from segpp_ros.inference import Segmenter
     from segpp_ros.inference.pose import PoseEstimator, person_boxes
@@ -74,7 +72,7 @@ def reference_poses(image: np.ndarray):
     try:
         labels = Segmenter(None, device="cpu", max_side=NODE_PARAMS["max_side"])(image).labels
         boxes = person_boxes(labels, (11, 12), min_area=NODE_PARAMS["pose.min_box_area"])
-        return boxes, PoseEstimator(None, device="cpu")(image, boxes, NODE_PARAMS["pose.max_persons"])
+        return boxes, PoseEstimator(None, device="cpu", merge=pose_merge)(image, boxes, NODE_PARAMS["pose.max_persons"])
     finally:
         torch.set_num_threads(threads)
 
@@ -85,16 +83,27 @@ def test_keypoints_match_inference_core(graph):
     out = keypoints_for(graph, frame)
     assert out.header.frame_id == frame.header.frame_id
     assert (out.header.stamp.sec, out.header.stamp.nanosec) == (frame.header.stamp.sec, frame.header.stamp.nanosec)
+    cap = NODE_PARAMS["pose.max_persons"]
     boxes, expected = reference_poses(SCENE)
-    assert len(boxes) == 5 and len(expected.persons) == 3          # the cap, largest first
-    assert len(out.persons) == 3
+    assert len(boxes) > cap and len(expected.persons) == cap           # the premise: the cap applies
+    assert_same_persons(out, expected)
+    assert [p.instance_id for p in out.persons] == list(range(cap))
+    # against the scene's ground truth: every box the node reports lies on one of its persons
+    truth = [p.box for p in render_scene(10_000_910, 240, 320).persons]
+    for person in out.persons:
+        x0, y0, x1, y1 = person.box
+        assert any(min(x1, t[2]) > max(x0, t[0]) and min(y1, t[3]) > max(y0, t[1]) for t in truth), person.box
+
+
+def assert_same_persons(out, expected) -> None:
+    """~/keypoints equal to the core's PoseResult: boxes, ids, every joint in model order."""
+    assert len(out.persons) == len(expected.persons)
     for got, want in zip(out.persons, expected.persons):
-        assert len(got.keypoints) == K                                  # every joint, in model order
+        assert len(got.keypoints) == K
         np.testing.assert_allclose(np.array(got.box), want.box, atol=1e-4)
         assert got.instance_id == want.instance_id
         kp = np.array([[k.x, k.y, k.score] for k in got.keypoints])
         np.testing.assert_allclose(kp, want.keypoints, atol=1e-3)
-    assert [p.instance_id for p in out.persons] == [0, 1, 2]
 
 
 def test_keypoint_info_is_latched(graph):
@@ -115,10 +124,29 @@ def test_markers_for_rviz(graph):
                                 if m.markers and m.markers[0].header.frame_id == frame.header.frame_id],
                        30, "~/markers of the frame")[-1].markers
     assert markers[0].action == Marker.DELETEALL
-    assert [m.type for m in markers[1:]] == [Marker.LINE_LIST, Marker.POINTS] * 3
+    _, expected = reference_poses(SCENE)
+    assert [m.type for m in markers[1:]] == [Marker.LINE_LIST, Marker.POINTS] * len(expected.persons)
     assert all(m.header.frame_id == frame.header.frame_id for m in markers)
-    lines = markers[1]
-    assert len(lines.points) % 2 == 0 and len(lines.points) == len(lines.colors)
+    # per person, from the core's keypoints: joints at or above the score threshold, edges whose
+    # two ends are, each edge in its limb's colour, in metres (pose.marker_scale per pixel)
+    from segpp_ros.inference.drawing import limb_colour
+
+    scale, threshold = 0.001, 0.15                           # the defaults of the node
+    for i, person in enumerate(expected.persons):
+        lines, joints = markers[1 + 2 * i], markers[2 + 2 * i]
+        kp = person.keypoints
+        shown = kp[:, 2] >= threshold
+        assert 0 < shown.sum() < K or shown.all()
+        np.testing.assert_allclose([(p.x, p.y) for p in joints.points], kp[shown, :2] * scale, atol=1e-5)
+        edges = [(a, b) for a, b in COCO_SKELETON if shown[a] and shown[b]]
+        assert len(lines.points) == 2 * len(edges) == len(lines.colors)
+        for k, (a, b) in enumerate(edges):
+            np.testing.assert_allclose([(lines.points[2 * k].x, lines.points[2 * k].y),
+                                        (lines.points[2 * k + 1].x, lines.points[2 * k + 1].y)],
+                                       kp[[a, b], :2] * scale, atol=1e-5)
+            colour = lines.colors[2 * k]
+            assert np.allclose([colour.r, colour.g, colour.b], np.array(limb_colour(a, b, COCO_KEYPOINTS)) / 255)
+        assert lines.scale.x == pytest.approx(3 * scale) and joints.scale.x == pytest.approx(6 * scale)
 
 
 def test_overlay_draws_the_skeletons_by_parameter(graph):
@@ -148,7 +176,7 @@ def test_pose_merge_preset_changes_live(graph):
     assert set_params(probe, NAME, **{"pose.merge.preset": "2x2"})[0].successful
     try:
         out = keypoints_for(graph, make_frame(probe, SCENE))
-        assert len(out.persons) == 3 and all(len(p.keypoints) == K for p in out.persons)
+        assert_same_persons(out, reference_poses(SCENE, "2x2")[1])       # the core's 2x2 keypoints
         wait_for(lambda: diagnostics_values(probe, f"/{NAME}")["pose_merge_preset"] == "2x2", 10,
                  "pose_merge_preset 2x2 on /diagnostics")
         # the segmentation model keeps its own setting
@@ -182,13 +210,14 @@ def test_pose_disabled_publishes_no_keypoints(graph):
         frames = [make_frame(probe, SCENE) for _ in range(3)]
         for frame in frames:
             roundtrip(graph, frame, f"/{NAME}/label")                  # segmentation still answers
-        time.sleep(1.0)                                                 # room for a late keypoints message
-        ids = {f.header.frame_id for f in frames}
-        assert not [m for m in probe.messages(f"/{NAME}/keypoints") if m.header.frame_id in ids]
         wait_for(lambda: diagnostics_values(probe, f"/{NAME}")["pose"] == "off", 10, "pose off on /diagnostics")
     finally:
         assert set_params(probe, NAME, **{"pose.enable": True})[0].successful
-    assert len(keypoints_for(graph, make_frame(probe, SCENE)).persons) == 3
+    # the positive signal: a later frame's keypoints. The pose stage takes frames in order and
+    # publishes reliably in order, so a keypoints message of the three would have come first
+    assert_same_persons(keypoints_for(graph, make_frame(probe, SCENE)), reference_poses(SCENE)[1])
+    ids = {f.header.frame_id for f in frames}
+    assert not [m for m in probe.messages(f"/{NAME}/keypoints") if m.header.frame_id in ids]
 
 
 def test_bad_pose_weights_stop_the_node_with_the_file_named(tmp_path):
@@ -216,8 +245,9 @@ def test_keypoints_inline_on_the_segmentation_thread(tmp_path):
         probe.camera = probe.publisher(Image, "/inline_cam/image")
         frame = make_frame(probe, SCENE)
         out = roundtrip((node, probe), frame, f"/{name}/keypoints", START_TIMEOUT)
-        assert len(out.persons) == 3 and all(len(p.keypoints) == K for p in out.persons)
-        assert roundtrip((node, probe), make_frame(probe, SCENE), f"/{name}/overlay").encoding == "rgb8"
+        assert_same_persons(out, reference_poses(SCENE)[1])                # what the own thread gives
+        overlay = roundtrip((node, probe), make_frame(probe, SCENE), f"/{name}/overlay")
+        assert overlay.encoding == "rgb8" and (overlay.height, overlay.width) == SCENE.shape[:2]
     finally:
         probe.close()
         assert node.stop() == 0
