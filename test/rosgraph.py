@@ -50,10 +50,15 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, node: Node
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}{log}")
 
 
-def refused_start(log_dir: Path, params: dict[str, Any], name: str, env: dict[str, str] | None = None) -> str:
+def refused_start(log_dir: Path, params: dict[str, Any], name: str, env: dict[str, str] | None = None,
+                  alone: bool = False) -> str:
     """Start a node that must refuse to start; assert it exits with code 78 (EX_CONFIG) and no traceback
-    within two minutes, and return its log."""
-    node = NodeProcess(log_dir, params, {}, name=name, env=env)
+    within two minutes, and return its log. ``alone``: ``params`` is the only params file (not
+    stacked on config/segpp.yaml, whose value rcl keeps when two files disagree on a type)."""
+    from segpp_ros.ros.graph import write_params_file
+
+    only = write_params_file(log_dir / f"{name}_only.yaml", params) if alone else None
+    node = NodeProcess(log_dir, params, {}, name=name, env=env, params_file=only)
     try:
         node.proc.wait(120)
     finally:

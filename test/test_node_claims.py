@@ -1,0 +1,125 @@
+"""README claims about the node that no other test held it to, each through the real node
+process: QoS (a mismatched peer counted and told the fix; reliable delivery when configured),
+max_frame_age (0 disables it, live; stamp 0 is never stale), and the start-up refusals of a
+variant mismatch and of a wrong-type parameter given with -p."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from segpp_ros.training.data.scenes import render_scene
+
+from .rosgraph import (
+    NodeProcess,
+    Probe,
+    diagnostics_values,
+    labels_of,
+    make_frame,
+    reference_labels,
+    refused_start,
+    require_isolated_network,
+    roundtrip,
+    set_params,
+    wait_for,
+)
+
+NAME = "segpp_claims"
+TOPIC = "/claims_cam/image"
+PARAMS = {"device": "cpu", "max_side": 128, "threads": 1, "warmup_frames": 1, "diagnostics_period": 0.2,
+          "pose.enable": False}
+SCENE = render_scene(10_000_801, 96, 128).image
+
+
+@pytest.fixture(scope="module")
+def graph(tmp_path_factory):
+    require_isolated_network()
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.qos import QoSProfile
+    from sensor_msgs.msg import Image
+
+    node = NodeProcess(tmp_path_factory.mktemp("claims"), PARAMS, {"image": TOPIC}, name=NAME)
+    probe = Probe(f"{NAME}_probe")
+    probe.subscribe(Image, f"/{NAME}/label")
+    probe.subscribe(DiagnosticArray, "/diagnostics", QoSProfile(depth=50))
+    probe.camera = probe.publisher(Image, TOPIC)
+    wait_for(lambda: diagnostics_values(probe, f"/{NAME}"), 120, "the node's first diagnostics", node)
+    yield node, probe
+    probe.close()
+    assert node.stop() == 0
+
+
+def test_a_subscriber_asking_for_reliable_labels_is_counted_and_told_the_fix(graph):
+    # the default output QoS is best effort: a reliable subscriber cannot be matched
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    node, probe = graph
+    probe.subscribe(Image, f"/{NAME}/label", QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+    wait_for(lambda: int(diagnostics_values(probe, f"/{NAME}").get("incompatible_qos", 0)) > 0, 30,
+             "the incompatible_qos counter", node)
+    wait_for(lambda: "set qos.reliability" in node.output(), 10, "the log line naming the fix", node)
+
+
+def test_max_frame_age_zero_turns_the_check_off_live_and_zero_stamps_are_never_stale(graph):
+    node, probe = graph
+    expected = reference_labels(SCENE, PARAMS["max_side"])
+    zero = make_frame(probe, SCENE)
+    zero.header.stamp.sec, zero.header.stamp.nanosec = 0, 0      # a driver that does not stamp
+    out = roundtrip_as_sent(graph, zero)
+    assert (out.header.stamp.sec, out.header.stamp.nanosec) == (0, 0)
+    np.testing.assert_array_equal(labels_of(out), expected)
+    before = int(diagnostics_values(probe, f"/{NAME}").get("dropped_stale", 0))
+    assert set_params(probe, NAME, max_frame_age=0.0)[0].successful
+    try:
+        old = make_frame(probe, SCENE)
+        old.header.stamp.sec -= 600                              # ten minutes old: answered now
+        np.testing.assert_array_equal(labels_of(roundtrip_as_sent(graph, old)), expected)
+        assert int(diagnostics_values(probe, f"/{NAME}").get("dropped_stale", 0)) == before
+    finally:
+        assert set_params(probe, NAME, max_frame_age=1.0)[0].successful
+
+
+def roundtrip_as_sent(graph, msg):
+    """roundtrip() re-stamps each send; these frames must keep the stamp they were built with."""
+    node, probe = graph
+    stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+    base = msg.header.frame_id
+
+    def answered():
+        for out in probe.messages(f"/{NAME}/label"):
+            if out.header.frame_id == base:
+                return out
+        return None
+    probe.camera.publish(msg)
+    out = wait_for(answered, 30, f"the answer to {base}", node, every=lambda: probe.camera.publish(msg), period=0.5)
+    assert (out.header.stamp.sec, out.header.stamp.nanosec) == stamp
+    return out
+
+
+def test_reliable_qos_and_depth_deliver_to_a_reliable_subscriber(tmp_path):
+    require_isolated_network()
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    name = "segpp_reliable"
+    node = NodeProcess(tmp_path, {**PARAMS, "qos.reliability": "reliable", "qos.depth": 3}, {"image": "/rel/image"},
+                       name=name)
+    probe = Probe(f"{name}_probe")
+    try:
+        probe.subscribe(Image, f"/{name}/label", QoSProfile(depth=3, reliability=ReliabilityPolicy.RELIABLE))
+        probe.camera = probe.publisher(Image, "/rel/image", reliable=True)
+        out = roundtrip((node, probe), make_frame(probe, SCENE), f"/{name}/label", 120)
+        np.testing.assert_array_equal(labels_of(out), reference_labels(SCENE, PARAMS["max_side"]))
+        assert "incompatible QoS" not in node.output()
+    finally:
+        probe.close()
+        assert node.stop() == 0
+
+
+@pytest.mark.parametrize("override, words", [({"variant": "b2"}, ["variant", "'b2'", "MiT-B0"]),
+                                             ({"max_side": "big"}, ["max_side", "big"])])
+def test_start_up_refusals_name_the_parameter(tmp_path, override, words):
+    require_isolated_network()
+    log = refused_start(tmp_path, {**PARAMS, **override}, "segpp_refused", alone=True)
+    for word in words:
+        assert word in log, (word, log[-2000:])
