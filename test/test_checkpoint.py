@@ -284,6 +284,36 @@ def test_hugging_face_folder_matches_transformers(tmp_path: Path) -> None:
         assert diff <= 1e-4
 
 
+@pytest.mark.parametrize("layout", ["pytorch_model.bin", "shards"])
+def test_hugging_face_bin_and_sharded_folders(tmp_path: Path, layout: str) -> None:
+    """The other Hugging Face folders: a pickled pytorch_model.bin and safetensors shards with
+    their index; the same logits as transformers'."""
+    import transformers
+
+    config = transformers.SegformerConfig(
+        hidden_sizes=list(TINY.widths), depths=list(TINY.depths), num_attention_heads=list(TINY.heads),
+        decoder_hidden_size=16, num_labels=3)
+    hf = transformers.SegformerForSemanticSegmentation(config).eval()
+    randomize(hf, seed=4)
+    if layout == "shards":
+        hf.save_pretrained(tmp_path / "hf", max_shard_size="20KB")
+        assert len(list((tmp_path / "hf").glob("model-*-of-*.safetensors"))) > 1
+        assert (tmp_path / "hf" / "model.safetensors.index.json").is_file()
+    else:
+        # older transformers releases (and many Hub repositories) hold a pickled state dict;
+        # transformers 5 writes safetensors only, so the folder is made the old way here
+        # (the on-disk key names, which save_pretrained writes: not transformers 5's in-memory ones)
+        from safetensors.torch import load_file
+
+        hf.save_pretrained(tmp_path / "hf")
+        tensors = load_file(tmp_path / "hf" / "model.safetensors")
+        (tmp_path / "hf" / "model.safetensors").unlink()
+        torch.save(tensors, tmp_path / "hf" / "pytorch_model.bin")
+    with torch.no_grad():
+        reference = hf(pixel_values=INPUT).logits
+    assert (logits(load_model(tmp_path / "hf", num_classes=3)) - reference).abs().max().item() <= 1e-4
+
+
 # --- refusals and errors ------------------------------------------------------------------------
 
 class Payload:
@@ -405,6 +435,23 @@ def test_convert_cli_mmseg_to_segpp(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "--force" in capsys.readouterr().err
     assert convert_main([str(src), str(tmp_path / "b.safetensors"), "--task", "pose"]) == 1
     assert "'pose' was requested" in capsys.readouterr().err
+
+
+def test_convert_cli_fp16_halves_the_file_and_keeps_the_logits(tmp_path: Path) -> None:
+    model = tiny(meta=SEG_META)
+    src = tmp_path / "segformerpp.pth"
+    save_mmengine(src, to_mmseg(model.state_dict()), {"classes": tuple(SEG_META["classes"]),
+                                                      "palette": SEG_META["palette"]})
+    full, half = tmp_path / "fp32.safetensors", tmp_path / "fp16.safetensors"
+    assert convert_main([str(src), str(full)]) == 0 and convert_main([str(src), str(half), "--fp16"]) == 0
+    with safe_open(str(half), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys() if f.get_tensor(k).is_floating_point()} == {torch.float16}
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    loaded = load_model(half)                               # cast back to float32 on load
+    assert next(loaded.parameters()).dtype == torch.float32
+    # every weight rounded to fp16 once: close to the original, not equal
+    diff = (logits(loaded) - logits(model)).abs().max().item()
+    assert 0 < diff <= 1e-2 * logits(model).abs().max().item()
 
 
 def test_python_dash_m_runs_the_command() -> None:

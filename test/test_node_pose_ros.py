@@ -62,7 +62,7 @@ def keypoints_for(graph, msg, timeout: float = 60.0):
     return roundtrip(graph, msg, f"/{NAME}/keypoints", timeout)
 
 
-def reference_poses(image: np.ndarray, pose_merge: str = "none"):
+def reference_poses(image: np.ndarray, pose_merge: str = "none", **estimator):
     """What the inference core computes for the same image and settings (one thread, like the node)."""
     from segpp_ros.inference import Segmenter
     from segpp_ros.inference.pose import PoseEstimator, person_boxes
@@ -72,7 +72,8 @@ def reference_poses(image: np.ndarray, pose_merge: str = "none"):
     try:
         labels = Segmenter(None, device="cpu", max_side=NODE_PARAMS["max_side"])(image).labels
         boxes = person_boxes(labels, (11, 12), min_area=NODE_PARAMS["pose.min_box_area"])
-        return boxes, PoseEstimator(None, device="cpu", merge=pose_merge)(image, boxes, NODE_PARAMS["pose.max_persons"])
+        return boxes, PoseEstimator(None, device="cpu", merge=pose_merge, **estimator)(
+            image, boxes, NODE_PARAMS["pose.max_persons"])
     finally:
         torch.set_num_threads(threads)
 
@@ -188,6 +189,20 @@ def test_pose_merge_preset_changes_live(graph):
         assert diagnostics_values(probe, f"/{NAME}")["pose_merge_preset"] == "2x2"
     finally:
         assert set_params(probe, NAME, **{"pose.merge.preset": "none"})[0].successful
+
+
+def test_flip_test_and_padding_are_the_cores(graph):
+    # set live together: the mirrored crops averaged in, and larger crops around each box
+    _, probe = graph
+    assert set_params(probe, NAME, **{"pose.flip_test": True, "pose.padding": 1.5})[0].successful
+    try:
+        out = keypoints_for(graph, make_frame(probe, SCENE))
+        expected = reference_poses(SCENE, flip_test=True, padding=1.5)[1]
+        assert_same_persons(out, expected)
+        plain = reference_poses(SCENE)[1]
+        assert np.abs(expected.persons[0].keypoints - plain.persons[0].keypoints).max() > 0.5   # it matters
+    finally:
+        assert set_params(probe, NAME, **{"pose.flip_test": False, "pose.padding": 1.25})[0].successful
 
 
 def test_whole_frame_box_source(graph):
