@@ -62,7 +62,7 @@ def keypoints_for(graph, msg, timeout: float = 60.0):
     return roundtrip(graph, msg, f"/{NAME}/keypoints", timeout)
 
 
-def reference_poses(image: np.ndarray, pose_merge: str = "none", **estimator):
+def reference_poses(image: np.ndarray, pose_merge: str = "none", merge_gap: float = 0.0, **estimator):
     """What the inference core computes for the same image and settings (one thread, like the node)."""
     from segpp_ros.inference import Segmenter
     from segpp_ros.inference.pose import PoseEstimator, person_boxes
@@ -71,7 +71,7 @@ def reference_poses(image: np.ndarray, pose_merge: str = "none", **estimator):
     torch.set_num_threads(1)
     try:
         labels = Segmenter(None, device="cpu", max_side=NODE_PARAMS["max_side"])(image).labels
-        boxes = person_boxes(labels, (11, 12), min_area=NODE_PARAMS["pose.min_box_area"])
+        boxes = person_boxes(labels, (11, 12), min_area=NODE_PARAMS["pose.min_box_area"], merge_gap=merge_gap)
         return boxes, PoseEstimator(None, device="cpu", merge=pose_merge, **estimator)(
             image, boxes, NODE_PARAMS["pose.max_persons"])
     finally:
@@ -205,6 +205,17 @@ def test_flip_test_and_padding_are_the_cores(graph):
         assert set_params(probe, NAME, **{"pose.flip_test": False, "pose.padding": 1.25})[0].successful
 
 
+def test_merge_gap_joins_person_components_as_in_the_core(graph):
+    _, probe = graph
+    assert set_params(probe, NAME, **{"pose.merge_gap": 40.0})[0].successful
+    try:
+        boxes, expected = reference_poses(SCENE, merge_gap=40.0)
+        assert len(boxes) < len(reference_poses(SCENE)[0])             # the gap joins some components
+        assert_same_persons(keypoints_for(graph, make_frame(probe, SCENE)), expected)
+    finally:
+        assert set_params(probe, NAME, **{"pose.merge_gap": 0.0})[0].successful
+
+
 def test_whole_frame_box_source(graph):
     _, probe = graph
     assert set_params(probe, NAME, **{"pose.box_source": "whole_frame"})[0].successful
@@ -263,6 +274,37 @@ def test_keypoints_inline_on_the_segmentation_thread(tmp_path):
         assert_same_persons(out, reference_poses(SCENE)[1])                # what the own thread gives
         overlay = roundtrip((node, probe), make_frame(probe, SCENE), f"/{name}/overlay")
         assert overlay.encoding == "rgb8" and (overlay.height, overlay.width) == SCENE.shape[:2]
+    finally:
+        probe.close()
+        assert node.stop() == 0
+
+
+def test_the_pose_model_loads_on_first_use(tmp_path):
+    """Started with pose.enable false, the node has no pose model; switched on live, it loads it
+    (logged, ~/keypoint_info published then) and answers with the core's keypoints."""
+    require_isolated_network()
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from segpp.msg import KeypointInfo, PersonKeypointsArray
+    from sensor_msgs.msg import Image
+
+    name = "segpp_pose_later"
+    node = NodeProcess(tmp_path, {**NODE_PARAMS, "pose.enable": False}, {"image": "/later_cam/image"}, name=name)
+    probe = Probe("segpp_test_pose_later")
+    try:
+        probe.subscribe(PersonKeypointsArray, f"/{name}/keypoints", QoSProfile(depth=10,
+                                                                              reliability=ReliabilityPolicy.RELIABLE))
+        probe.subscribe(KeypointInfo, f"/{name}/keypoint_info", QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        probe.subscribe(Image, f"/{name}/label")
+        probe.camera = probe.publisher(Image, "/later_cam/image")
+        roundtrip((node, probe), make_frame(probe, SCENE), f"/{name}/label", START_TIMEOUT)
+        assert "pose: SegFormer++" not in node.output() and not probe.messages(f"/{name}/keypoint_info")
+        assert set_params(probe, name, **{"pose.enable": True})[0].successful
+        out = roundtrip((node, probe), make_frame(probe, SCENE), f"/{name}/keypoints", START_TIMEOUT)
+        assert_same_persons(out, reference_poses(SCENE)[1])
+        assert "pose: SegFormer++" in node.output()
+        info = wait_for(lambda: probe.messages(f"/{name}/keypoint_info"), 30, "~/keypoint_info after the load")
+        assert list(info[-1].names) == list(COCO_KEYPOINTS)
     finally:
         probe.close()
         assert node.stop() == 0
