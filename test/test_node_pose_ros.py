@@ -1,6 +1,8 @@
 """Keypoints through real rclpy and real Fast DDS: the node as its own process, a probe here."""
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -254,49 +256,46 @@ def test_bad_pose_weights_stop_the_node_with_the_file_named(tmp_path):
     assert str(bad) in log and "pose.weights" in log, log[-2000:]
 
 
-def test_keypoints_inline_on_the_segmentation_thread(tmp_path):
-    """pose.own_thread false: the same outputs, computed before the next frame is taken."""
-    require_isolated_network()
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from segpp.msg import PersonKeypointsArray
-    from sensor_msgs.msg import Image
-
-    name = "segpp_pose_inline"
-    node = NodeProcess(tmp_path, {**NODE_PARAMS, "pose.own_thread": False}, {"image": "/inline_cam/image"}, name=name)
-    probe = Probe("segpp_test_pose_inline")
-    try:
-        probe.subscribe(PersonKeypointsArray, f"/{name}/keypoints", QoSProfile(depth=10,
-                                                                              reliability=ReliabilityPolicy.RELIABLE))
-        probe.subscribe(Image, f"/{name}/overlay")
-        probe.camera = probe.publisher(Image, "/inline_cam/image")
-        frame = make_frame(probe, SCENE)
-        out = roundtrip((node, probe), frame, f"/{name}/keypoints", START_TIMEOUT)
-        assert_same_persons(out, reference_poses(SCENE)[1])                # what the own thread gives
-        overlay = roundtrip((node, probe), make_frame(probe, SCENE), f"/{name}/overlay")
-        assert overlay.encoding == "rgb8" and (overlay.height, overlay.width) == SCENE.shape[:2]
-    finally:
-        probe.close()
-        assert node.stop() == 0
-
-
-def test_the_pose_model_loads_on_first_use(tmp_path):
-    """Started with pose.enable false, the node has no pose model; switched on live, it loads it
-    (logged, ~/keypoint_info published then) and answers with the core's keypoints."""
+@contextlib.contextmanager
+def own_node(tmp_path, name: str, **params):
+    """A node of its own (NODE_PARAMS with ``params``) and a probe subscribed to its keypoints,
+    keypoint_info, label and overlay, camera on /<name>_cam/image."""
     require_isolated_network()
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from segpp.msg import KeypointInfo, PersonKeypointsArray
     from sensor_msgs.msg import Image
 
-    name = "segpp_pose_later"
-    node = NodeProcess(tmp_path, {**NODE_PARAMS, "pose.enable": False}, {"image": "/later_cam/image"}, name=name)
-    probe = Probe("segpp_test_pose_later")
+    node = NodeProcess(tmp_path, {**NODE_PARAMS, **params}, {"image": f"/{name}_cam/image"}, name=name)
+    probe = Probe(f"{name}_probe")
     try:
         probe.subscribe(PersonKeypointsArray, f"/{name}/keypoints", QoSProfile(depth=10,
                                                                               reliability=ReliabilityPolicy.RELIABLE))
         probe.subscribe(KeypointInfo, f"/{name}/keypoint_info", QoSProfile(
             depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
-        probe.subscribe(Image, f"/{name}/label")
-        probe.camera = probe.publisher(Image, "/later_cam/image")
+        for leaf in ("label", "overlay"):
+            probe.subscribe(Image, f"/{name}/{leaf}")
+        probe.camera = probe.publisher(Image, f"/{name}_cam/image")
+        yield node, probe
+    finally:
+        probe.close()
+        assert node.stop() == 0
+
+
+def test_keypoints_inline_on_the_segmentation_thread(tmp_path):
+    """pose.own_thread false: the same outputs, computed before the next frame is taken."""
+    name = "segpp_pose_inline"
+    with own_node(tmp_path, name, **{"pose.own_thread": False}) as graph:
+        out = roundtrip(graph, make_frame(graph[1], SCENE), f"/{name}/keypoints", START_TIMEOUT)
+        assert_same_persons(out, reference_poses(SCENE)[1])                # what the own thread gives
+        overlay = roundtrip(graph, make_frame(graph[1], SCENE), f"/{name}/overlay")
+        assert overlay.encoding == "rgb8" and (overlay.height, overlay.width) == SCENE.shape[:2]
+
+
+def test_the_pose_model_loads_on_first_use(tmp_path):
+    """Started with pose.enable false, the node has no pose model; switched on live, it loads it
+    (logged, ~/keypoint_info published then) and answers with the core's keypoints."""
+    name = "segpp_pose_later"
+    with own_node(tmp_path, name, **{"pose.enable": False}) as (node, probe):
         roundtrip((node, probe), make_frame(probe, SCENE), f"/{name}/label", START_TIMEOUT)
         assert "pose: SegFormer++" not in node.output() and not probe.messages(f"/{name}/keypoint_info")
         assert set_params(probe, name, **{"pose.enable": True})[0].successful
@@ -305,6 +304,3 @@ def test_the_pose_model_loads_on_first_use(tmp_path):
         assert "pose: SegFormer++" in node.output()
         info = wait_for(lambda: probe.messages(f"/{name}/keypoint_info"), 30, "~/keypoint_info after the load")
         assert list(info[-1].names) == list(COCO_KEYPOINTS)
-    finally:
-        probe.close()
-        assert node.stop() == 0
