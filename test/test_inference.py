@@ -153,3 +153,23 @@ def test_auto_precision_is_float32_on_the_cpu(tiny_weights) -> None:
     assert resolve_precision("auto", torch.device("cuda")) == torch.float16
     with pytest.raises(ValueError, match="precision 'fp8'"):
         resolve_precision("fp8", torch.device("cpu"))
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_16_bit_precisions_run_on_the_cpu(precision) -> None:
+    """The input is resized on the way in (180x240 -> 96x128): PyTorch's CPU antialiased resize
+    has no 16-bit kernel, which once made every 16-bit frame on the CPU fail."""
+    from segpp_ros.training.data.scenes import render_scene
+
+    image = render_scene(10_000_801, 180, 240).image
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        half = Segmenter(None, device="cpu", max_side=128, precision=precision)
+        assert half.dtype == {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        labels = half(image).labels
+        np.testing.assert_array_equal(half(image).labels, labels)             # the same on repeat
+        full = Segmenter(None, device="cpu", max_side=128)(image).labels
+    finally:
+        torch.set_num_threads(threads)
+    assert (labels == full).mean() >= 0.99

@@ -1,7 +1,8 @@
 """README claims about the node that no other test held it to, each through the real node
 process: QoS (a mismatched peer counted and told the fix; reliable delivery when configured),
 max_frame_age (0 disables it, live; stamp 0 is never stale), and the start-up refusals of a
-variant mismatch and of a wrong-type parameter given with -p."""
+variant mismatch and of a wrong-type parameter given with -p; precision (bf16 on the CPU) and
+threads as they run."""
 from __future__ import annotations
 
 import numpy as np
@@ -123,3 +124,49 @@ def test_start_up_refusals_name_the_parameter(tmp_path, override, words):
     log = refused_start(tmp_path, {**PARAMS, **override}, "segpp_refused", alone=True)
     for word in words:
         assert word in log, (word, log[-2000:])
+
+
+def test_the_configuration_on_diagnostics_is_what_runs(graph):
+    # precision auto resolves to fp32 on the CPU; the threads the forward pass ran with are the
+    # parameter's 1, not PyTorch's default (every core of the machine)
+    node, probe = graph
+    roundtrip(graph, make_frame(probe, SCENE), f"/{NAME}/label")
+    values = wait_for(lambda: (v := diagnostics_values(probe, f"/{NAME}")) and int(v["frames_out"]) > 0 and v, 30,
+                      "diagnostics after a frame", node)
+    assert values["precision"] == "fp32" and values["threads"] == "1"
+    assert "warm-up: 1 frames in" in node.output()
+
+
+def test_bf16_through_the_node_is_the_cores_bf16(tmp_path):
+    """precision bf16 on the CPU: the node's labels are the core's bf16 labels, which differ from
+    fp32's on this scene (so a node that ignored the parameter would fail here)."""
+    require_isolated_network()
+    import torch
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.qos import QoSProfile
+    from sensor_msgs.msg import Image
+
+    from segpp_ros.inference import Segmenter
+
+    scene = render_scene(10_000_801, 180, 240).image            # resized to 96x128 on the way in
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        expected = Segmenter(None, device="cpu", max_side=PARAMS["max_side"], precision="bf16")(scene).labels
+    finally:
+        torch.set_num_threads(threads)
+    assert (expected != reference_labels(scene, PARAMS["max_side"])).any()
+    name = "segpp_bf16"
+    node = NodeProcess(tmp_path, {**PARAMS, "precision": "bf16"}, {"image": "/bf16/image"}, name=name)
+    probe = Probe(f"{name}_probe")
+    try:
+        probe.subscribe(Image, f"/{name}/label")
+        probe.subscribe(DiagnosticArray, "/diagnostics", QoSProfile(depth=50))
+        probe.camera = probe.publisher(Image, "/bf16/image")
+        out = roundtrip((node, probe), make_frame(probe, scene), f"/{name}/label", 120)
+        np.testing.assert_array_equal(labels_of(out), expected)
+        wait_for(lambda: (diagnostics_values(probe, f"/{name}") or {}).get("precision") == "bf16", 30,
+                 "precision bf16 on /diagnostics", node)
+    finally:
+        probe.close()
+        assert node.stop() == 0

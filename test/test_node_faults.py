@@ -227,6 +227,17 @@ def test_a_stuck_inference_thread_is_an_error(graph):
 
 
 # -- parameters -----------------------------------------------------------------------------------
+def test_a_refused_publish_is_counted_logged_and_the_next_frame_published(graph):
+    """rclpy refuses the outputs of a segpp-fault:publish frame (a TypeError, as for any sample it
+    cannot take): publish_errors counts them, one line names the topic, the thread goes on."""
+    node, probe = graph
+    send_until(graph, fault(probe, "publish"), lambda: counter(probe, "publish_errors", f"/{NAME}") > 0,
+               "the publish_errors counter")
+    assert not [m for m in probe.messages(f"/{NAME}/label") if m.header.frame_id == "segpp-fault:publish"]
+    good_answer(graph)
+    wait_for(lambda: f"publishing on /{NAME}/label failed" in node.output(), 10, "the log line", node)
+
+
 def test_a_parameter_storm_ends_with_the_last_value_and_no_errors(graph):
     """merge.preset switched 100 times a second while frames stream: the last value set is the
     one applied, nothing fails, every change is acknowledged."""

@@ -13,11 +13,13 @@ from segpp_ros.training.data.scenes import render_scene
 from .rosgraph import (
     NodeProcess,
     Probe,
+    counter,
     diagnostics_values,
     make_frame,
     refused_start,
     require_isolated_network,
     roundtrip,
+    send_until,
     set_params,
     wait_for,
 )
@@ -30,6 +32,8 @@ NODE_PARAMS = {"device": "cpu", "max_side": 256, "threads": 1, "warmup_frames": 
                "pose.enable": True, "pose.min_box_area": 100, "pose.max_persons": 3}
 START_TIMEOUT = 120.0
 K = len(COCO_KEYPOINTS)
+# frames whose frame_id starts with segpp-fault: misbehave on purpose (segpp_ros/ros/faults.py)
+FAULTS = {"SEGPP_FAULT_INJECTION": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +45,7 @@ def graph(tmp_path_factory):
     from sensor_msgs.msg import Image
     from visualization_msgs.msg import MarkerArray
 
-    node = NodeProcess(tmp_path_factory.mktemp("pose"), NODE_PARAMS, {"image": IMAGE_TOPIC}, name=NAME)
+    node = NodeProcess(tmp_path_factory.mktemp("pose"), NODE_PARAMS, {"image": IMAGE_TOPIC}, name=NAME, env=FAULTS)
     probe = Probe("segpp_test_pose_probe")
     reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
     probe.subscribe(Image, f"/{NAME}/label")
@@ -64,8 +68,10 @@ def keypoints_for(graph, msg, timeout: float = 60.0):
     return roundtrip(graph, msg, f"/{NAME}/keypoints", timeout)
 
 
-def reference_poses(image: np.ndarray, pose_merge: str = "none", merge_gap: float = 0.0, **estimator):
-    """What the inference core computes for the same image and settings (one thread, like the node)."""
+def reference_poses(image: np.ndarray, pose_merge: str = "none", merge_gap: float = 0.0,
+                    person_ids: tuple[int, ...] = (11, 12), **estimator):
+    """What the inference core computes for the same image and settings (one thread, like the
+    node); person_ids: the Cityscapes IDs of pose.person_classes (default person, rider)."""
     from segpp_ros.inference import Segmenter
     from segpp_ros.inference.pose import PoseEstimator, person_boxes
 
@@ -73,7 +79,7 @@ def reference_poses(image: np.ndarray, pose_merge: str = "none", merge_gap: floa
     torch.set_num_threads(1)
     try:
         labels = Segmenter(None, device="cpu", max_side=NODE_PARAMS["max_side"])(image).labels
-        boxes = person_boxes(labels, (11, 12), min_area=NODE_PARAMS["pose.min_box_area"], merge_gap=merge_gap)
+        boxes = person_boxes(labels, person_ids, min_area=NODE_PARAMS["pose.min_box_area"], merge_gap=merge_gap)
         return boxes, PoseEstimator(None, device="cpu", merge=pose_merge, **estimator)(
             image, boxes, NODE_PARAMS["pose.max_persons"])
     finally:
@@ -257,10 +263,11 @@ def test_bad_pose_weights_stop_the_node_with_the_file_named(tmp_path):
 
 
 @contextlib.contextmanager
-def own_node(tmp_path, name: str, **params):
+def own_node(tmp_path, name: str, leaves: tuple[str, ...] = ("label", "overlay"), **params):
     """A node of its own (NODE_PARAMS with ``params``) and a probe subscribed to its keypoints,
-    keypoint_info, label and overlay, camera on /<name>_cam/image."""
+    keypoint_info, diagnostics and the image outputs ``leaves``, camera on /<name>_cam/image."""
     require_isolated_network()
+    from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from segpp.msg import KeypointInfo, PersonKeypointsArray
     from sensor_msgs.msg import Image
@@ -272,8 +279,9 @@ def own_node(tmp_path, name: str, **params):
                                                                               reliability=ReliabilityPolicy.RELIABLE))
         probe.subscribe(KeypointInfo, f"/{name}/keypoint_info", QoSProfile(
             depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
-        for leaf in ("label", "overlay"):
+        for leaf in leaves:
             probe.subscribe(Image, f"/{name}/{leaf}")
+        probe.subscribe(DiagnosticArray, "/diagnostics", QoSProfile(depth=50))
         probe.camera = probe.publisher(Image, f"/{name}_cam/image")
         yield node, probe
     finally:
@@ -304,3 +312,69 @@ def test_the_pose_model_loads_on_first_use(tmp_path):
         assert "pose: SegFormer++" in node.output()
         info = wait_for(lambda: probe.messages(f"/{name}/keypoint_info"), 30, "~/keypoint_info after the load")
         assert list(info[-1].names) == list(COCO_KEYPOINTS)
+
+
+def test_a_failing_pose_stage_is_counted_and_the_labels_still_go_out(graph):
+    """A frame the pose stage fails on (segpp-fault:pose): pose_errors counts it and the log names
+    it; its labels are published all the same, and the next frame gets the core's keypoints."""
+    node, probe = graph
+    frame = make_frame(probe, SCENE)
+    frame.header.frame_id = "segpp-fault:pose"
+    send_until(graph, frame, lambda: counter(probe, "pose_errors", f"/{NAME}") > 0, "the pose_errors counter")
+    wait_for(lambda: [m for m in probe.messages(f"/{NAME}/label") if m.header.frame_id == frame.header.frame_id],
+             30, "the failed frame's labels", node)
+    assert_same_persons(keypoints_for(graph, make_frame(probe, SCENE)), reference_poses(SCENE)[1])
+    assert "keypoints failed: InjectedFault" in node.output()
+    assert not [m for m in probe.messages(f"/{NAME}/keypoints") if m.header.frame_id == frame.header.frame_id]
+
+
+def test_person_classes_choose_the_boxes_as_in_the_core(tmp_path):
+    """pose.person_classes "car": the keypoints of the car components, as the core finds them (a
+    node that kept person,rider would report other boxes)."""
+    name = "segpp_pose_cars"
+    cars, persons = reference_poses(SCENE, person_ids=(13,)), reference_poses(SCENE)
+    assert 0 < len(cars[0]) and cars[0] != persons[0]                    # the premise: other boxes
+    with own_node(tmp_path, name, **{"pose.person_classes": "car"}) as graph:
+        out = roundtrip(graph, make_frame(graph[1], SCENE), f"/{name}/keypoints", START_TIMEOUT)
+        assert_same_persons(out, cars[1])
+
+
+def test_colour_overlay_and_markers_are_made_only_while_subscribed(tmp_path):
+    """The node counts the frames whose ~/color, ~/overlay and ~/markers it made: none while
+    nobody subscribes, every frame once someone does, none again after they leave."""
+    from sensor_msgs.msg import Image
+    from visualization_msgs.msg import MarkerArray
+
+    name = "segpp_pose_optional"
+    leaves = ("color", "overlay", "markers")
+    with own_node(tmp_path, name, leaves=("label",)) as graph:
+        node, probe = graph
+
+        def rendered() -> dict[str, int]:
+            return {leaf: counter(probe, f"rendered_{leaf}", f"/{name}") for leaf in leaves}
+
+        def frames_out() -> int:
+            return int((diagnostics_values(probe, f"/{name}") or {}).get("frames_out", 0))
+
+        roundtrip(graph, make_frame(probe, SCENE), f"/{name}/keypoints", START_TIMEOUT)
+        send_until(graph, make_frame(probe, SCENE), lambda: frames_out() >= 5, "five frames out")
+        assert rendered() == dict.fromkeys(leaves, 0)
+        for leaf in ("color", "overlay"):
+            probe.subscribe(Image, f"/{name}/{leaf}")
+        probe.subscribe(MarkerArray, f"/{name}/markers")
+        send_until(graph, make_frame(probe, SCENE), lambda: all(probe.messages(f"/{name}/{leaf}") for leaf in leaves),
+                   "a message on each of the three")
+        send_until(graph, make_frame(probe, SCENE), lambda: min(rendered().values()) > 0, "the counters")
+        for leaf in leaves:
+            probe.unsubscribe(f"/{name}/{leaf}")
+        # the node learns of the leaving subscribers through discovery: wait until five frames go
+        # out with none of the three made, within one diagnostics snapshot each
+        still = {"since": None}
+
+        def stopped() -> bool:
+            values = diagnostics_values(probe, f"/{name}") or {}
+            now = (int(values.get("frames_out", 0)), *(int(values.get(f"rendered_{leaf}", 0)) for leaf in leaves))
+            if still["since"] is None or now[1:] != still["since"][1:]:
+                still["since"] = now
+            return now[0] - still["since"][0] >= 5
+        send_until(graph, make_frame(probe, SCENE), stopped, "five frames without colour, overlay or markers")

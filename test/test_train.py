@@ -170,6 +170,28 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path) -> None:
         assert torch.equal(p, q), name
 
 
+@pytest.mark.parametrize("task", ["seg", "pose"])
+def test_resume_with_workers_and_fp16_writes_the_same_final_model(tmp_path, task: str) -> None:
+    """Worker processes render ahead and the final model is saved in fp16: a run stopped after 2
+    of 4 updates and resumed (with another number of workers, a runtime setting) writes exactly
+    the weights and final loss of the uninterrupted run. Drop path is on, so the restored random
+    state matters."""
+    from safetensors import safe_open
+
+    settings = dict(workers=2, fp16=True, drop_path=0.2)
+    whole = run(tiny_config(tmp_path / "a", task, **settings))
+    run(tiny_config(tmp_path / "b", task, **settings), stop_after=2)
+    rest = run(tiny_config(tmp_path / "b", task, **{**settings, "workers": 1}), resume=True)
+    assert rest.losses == whole.losses[2:]
+    files = [safe_open(str(result.model_path), "pt") for result in (whole, rest)]
+    assert files[0].keys() == files[1].keys()
+    for key in files[0].keys():
+        a, b = (f.get_tensor(key) for f in files)
+        assert (a.dtype == torch.float16) == a.is_floating_point() and torch.equal(a, b), key
+    meta = [load_model(result.model_path).meta["training"] for result in (whole, rest)]
+    assert meta[0]["final_loss"] == meta[1]["final_loss"]
+
+
 def test_fresh_run_refuses_an_existing_run_and_resume_refuses_another_definition(tmp_path) -> None:
     config = tiny_config(tmp_path, steps=2)
     run(config, stop_after=1)

@@ -26,6 +26,11 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     return PRECISIONS[precision]
 
 
+def precision_name(dtype: torch.dtype) -> str:
+    """The precision choice that names ``dtype`` (what ``auto`` resolved to)."""
+    return next(name for name, value in PRECISIONS.items() if value == dtype)
+
+
 def tune_backend(device: torch.device) -> None:
     """On CUDA: cuDNN picks the fastest convolution per input size (benchmark mode), and float32
     matmuls and convolutions may use TF32 (the precision users of fp32 expect on a GPU)."""

@@ -138,9 +138,13 @@ class Segmenter:
         pixels, inputs = [], []
         for group in groups:
             uploaded = upload(group, self.device, self._uploads)
-            x = normalise(uploaded, self.dtype)
+            # PyTorch's CPU kernel for antialiased resizing has no 16-bit version: there the image
+            # is resized in float32 and then cast (CUDA resizes in the network's precision)
+            work = self.dtype if self.device.type == "cuda" else torch.float32
+            x = normalise(uploaded, work)
             if network != tuple(group.shape[1:3]):
                 x = F.interpolate(x, size=network, mode="bilinear", align_corners=False, antialias=True)
+            x = x.to(self.dtype)
             pixels += list(uploaded)
             inputs.append(x)
         x = inputs[0] if len(inputs) == 1 else torch.cat(inputs)

@@ -8,6 +8,8 @@ inference thread misbehave on purpose, so tests can prove what the node does the
     segpp-fault:stall=S     the thread stays S seconds on the frame (a stuck stage)
     segpp-fault:slow=F      segmentation and keypoints each take F times as long on this frame
                             (a machine slowed down by other work: the latency budget sees it)
+    segpp-fault:pose        the pose stage fails on this frame (labels are still published)
+    segpp-fault:publish     every publish of this frame's outputs is refused by rclpy
 
 Nothing a sender puts in a message can turn this on; launch files never set the variable.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from typing import Any
 
 ENV = "SEGPP_FAULT_INJECTION"
 PREFIX = "segpp-fault:"
@@ -54,3 +57,24 @@ def slow_down(frame_id: str, elapsed_s: float) -> None:
     match = re.match(re.escape(PREFIX) + r"slow=([0-9.]+)", frame_id)
     if match:
         time.sleep(max(float(match.group(1)) - 1.0, 0.0) * elapsed_s)
+
+
+def inject_pose(frame_id: str) -> None:
+    """The pose stage fails on a ``segpp-fault:pose`` frame."""
+    if frame_id == PREFIX + "pose":
+        raise InjectedFault("injected pose failure (segpp-fault:pose)")
+
+
+class Unpublishable:
+    """Not a ROS message: rclpy's publish() refuses it with a TypeError, as it refuses any sample
+    it cannot serialise."""
+
+
+def unpublishable(msg: Any) -> Any:
+    """``msg``, or for the outputs of a ``segpp-fault:publish`` frame something rclpy refuses."""
+    header = getattr(msg, "header", None)
+    if header is None and getattr(msg, "markers", None):
+        header = msg.markers[0].header
+    if header is not None and header.frame_id == PREFIX + "publish":
+        return Unpublishable()
+    return msg

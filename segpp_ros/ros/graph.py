@@ -148,6 +148,7 @@ class Probe:
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.received: dict[str, list[tuple[float, Any]]] = {}
+        self._subscriptions: dict[str, list[Any]] = {}
         self._lock = threading.Lock()
         self._closing = False
         self.error: BaseException | None = None   # what ended the spin thread, raised to the caller
@@ -184,7 +185,12 @@ class Probe:
                 return
             with self._lock:
                 self.received[topic].append((time.time(), msg))
-        self.node.create_subscription(msg_type, topic, store, qos)
+        self._subscriptions.setdefault(topic, []).append(self.node.create_subscription(msg_type, topic, store, qos))
+
+    def unsubscribe(self, topic: str) -> None:
+        """Destroy this probe's subscriptions of ``topic`` (its messages so far are kept)."""
+        for subscription in self._subscriptions.pop(topic, []):
+            self.node.destroy_subscription(subscription)
 
     def messages(self, topic: str) -> list[Any]:
         self._check()

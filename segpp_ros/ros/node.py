@@ -25,6 +25,7 @@ limit_decoder_pixels()  # before anything imports OpenCV
 
 import numpy as np  # noqa: E402
 import rclpy  # noqa: E402
+import torch  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue  # noqa: E402
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult  # noqa: E402
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks  # noqa: E402
@@ -41,6 +42,7 @@ from segpp.msg import LabelInfo  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
 from ..inference.budget import SEG_LADDER, MergeBudget  # noqa: E402
+from ..inference.loader import precision_name  # noqa: E402
 from ..inference.segmenter import network_size  # noqa: E402
 from ..model.runtime import keep_freed_memory, release_freed_memory  # noqa: E402
 from . import faults  # noqa: E402
@@ -150,6 +152,7 @@ class SegppBehaviour:
             raise StartupError(f"bad merge parameters: {err}") from None
 
         self.counters = Counters()
+        self.inference_threads = torch.get_num_threads()  # until the first frame says
         self.latency, self.age, self.network, self.model_time = Window(), Window(), Window(), Window()
         self.own_time = Window()  # per frame: latency minus model time, what the node itself adds
         self._last_log: dict[str, float] = {}
@@ -491,6 +494,13 @@ class SegppBehaviour:
                                        if any(overlays) and not settings["pose.enable"] else None)
         if self.inject_faults:
             faults.slow_down(batch[0].header.frame_id, time.perf_counter() - start)
+        # what the forward pass really ran with: the `threads` parameter, or PyTorch's default
+        self.inference_threads = torch.get_num_threads()
+        # the optional images are made only for subscribed outputs: counted, so that is visible
+        for leaf, made in (("color", sum(r.color is not None for r in results)),
+                           ("overlay", sum(r.overlay is not None for r in results))):
+            if made:
+                self.counters.bump(f"rendered_{leaf}", made)
         if not self.merge_budget.record(key, merge, (time.perf_counter() - start) * 1000, budget):
             self.counters.bump("budget_missed")
         if len(batch) > 1:
@@ -529,6 +539,7 @@ class SegppBehaviour:
         """~/overlay of ``camera``: the colour mask over the image, with the skeletons of ``pose``
         when given."""
         def build() -> Image:
+            self.counters.bump("rendered_overlay")
             overlay = self.segmenter.overlay(image, labels, settings["overlay_alpha"])
             if pose is not None:
                 overlay = self.pose.draw(settings, overlay, pose)
@@ -542,6 +553,8 @@ class SegppBehaviour:
         if self._closing.is_set() or not (always or self._active.is_set()):
             return
         msg = build()
+        if self.inject_faults:
+            msg = faults.unpublishable(msg)
         try:
             publisher.publish(msg)
         except Exception as err:  # noqa: BLE001 -- count, go on
@@ -632,7 +645,8 @@ class SegppBehaviour:
             "budget_met_pct": self.merge_budget.met_percent(values["merge.budget_ms"]),
             "budget_costs_ms": self.merge_budget.costs_text(values["merge.budget_ms"]),
             "device": str(self.segmenter.device),
-            "precision": values["precision"], "max_side": str(values["max_side"]),
+            "precision": precision_name(self.segmenter.dtype), "threads": str(self.inference_threads),
+            "max_side": str(values["max_side"]),
             "input_topic": self.input_topic, "weights": self.segmenter.weights,
             **self.pose.status(values),
         }

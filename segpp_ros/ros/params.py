@@ -136,8 +136,9 @@ SEGMENTATION_SPECS: list[ParamSpec] = [
               "mismatch stops the node at start", read_only=True, choices=("", "b0", "b1", "b2", "b3", "b4", "b5")),
     ParamSpec("device", "auto", "auto (first CUDA device, else CPU), cpu, cuda or cuda:N", read_only=True,
               check=_device, constraint="auto, cpu, cuda or cuda:N"),
-    ParamSpec("precision", "auto", "network precision: auto (fp16 on CUDA, fp32 on the CPU), fp32, fp16 (CUDA), "
-              "bf16 (GPUs and CPUs that support it)", read_only=True, choices=("auto", "fp32", "fp16", "bf16")),
+    ParamSpec("precision", "auto", "network precision: auto (fp16 on CUDA, fp32 on the CPU), fp32, fp16, bf16 "
+              "(GPUs that support it; on the CPU fp16 is slower than fp32, bf16 faster where the CPU has "
+              "bf16 instructions)", read_only=True, choices=("auto", "fp32", "fp16", "bf16")),
     ParamSpec("cuda_graphs", True, "on CUDA, replay the forward pass as a CUDA graph per input size and merge "
               "configuration (captured between frames; a case that cannot be captured runs eagerly, logged)",
               read_only=True),

@@ -203,6 +203,8 @@ class PoseOutput:
         """Keypoints of the frames of one batch (the persons of all cameras through one forward
         pass), each published on its camera's ~/keypoints (and ~/markers)."""
         start = time.perf_counter()
+        if self.node.inject_faults:
+            faults.inject_pose(items[0].header.frame_id)
         estimator = self.load(values)
         max_persons = values["pose.max_persons"]
         boxes = [self.boxes(values, item.image.shape[:2], item.labels) for item in items]
@@ -225,6 +227,7 @@ class PoseOutput:
             camera, header = item.camera, item.header
             self.node.publish(camera.publishers["keypoints"], lambda: keypoints_message(header, result))
             if camera.wants("markers"):
+                self.node.counters.bump("rendered_markers")
                 self.node.publish(camera.publishers["markers"], lambda: markers_message(
                     header, result, estimator.skeleton, estimator.keypoint_names, values["pose.score_threshold"],
                     values["pose.marker_scale"]))
