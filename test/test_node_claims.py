@@ -13,6 +13,7 @@ from segpp_ros.training.data.scenes import render_scene
 from .rosgraph import (
     NodeProcess,
     Probe,
+    diagnostics_status,
     diagnostics_values,
     labels_of,
     make_frame,
@@ -170,3 +171,61 @@ def test_bf16_through_the_node_is_the_cores_bf16(tmp_path):
     finally:
         probe.close()
         assert node.stop() == 0
+
+
+def documented_diagnostics() -> tuple[set[str], set[str], set[str]]:
+    """(keys always present, keys present once non-zero, prefixes of key families such as
+    bad_input_<kind>) of the model's status, as docs/node.md and docs/pose.md list them."""
+    import re
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    always: set[str] = set()
+    optional: set[str] = set()
+    families: set[str] = set()
+    table = docs.joinpath("node.md").read_text().split("Key/values:", 1)[1].split("\n\n", 2)[1]
+    for row in table.splitlines()[2:]:
+        keys_cell, meaning = row.split(" | ", 1)
+        keys = re.findall(r"`([^`]+)`", keys_cell)
+        if keys == ["pose", "pose_*"]:
+            continue                                   # listed in docs/pose.md, read below
+        for key in keys:
+            if "<" in key:
+                families.add(key.split("<")[0])
+            else:
+                (optional if "present once non-zero" in meaning else always).add(key)
+    paragraph = docs.joinpath("pose.md").read_text().split("/diagnostics carries", 1)[1].split("\n\n")[0]
+    before, after = paragraph.split("once non-zero", 1)
+    always |= set(re.findall(r"`(pose(?:_\w+)?)`", before))
+    optional |= set(re.findall(r"`(pose(?:_\w+)?)`", after))
+    return always, optional, families
+
+
+def test_diagnostics_carry_every_documented_key_with_plausible_values(graph):
+    from segpp_ros.model import PRESETS
+
+    node, probe = graph
+    always, optional, families = documented_diagnostics()
+    assert {"frames_in", "latency_p95_ms", "rendered_color", "pose_errors"} <= always | optional    # the parse
+    for _ in range(3):
+        roundtrip(graph, make_frame(probe, SCENE), f"/{NAME}/label")
+    level, message, values = wait_for(
+        lambda: (s := diagnostics_status(probe, f"/{NAME}")) and s[0] == 0 and int(s[2]["frames_out"]) >= 3 and s,
+        30, "an OK status after three frames", node)
+    assert message == "segmenting"
+    assert always <= set(values), f"documented but missing: {sorted(always - set(values))}"
+    undocumented = [k for k in values if k not in always | optional and not any(map(k.startswith, families))]
+    assert not undocumented, f"on /diagnostics but not in the docs: {undocumented}"
+    # pose is off on this node: its timings are nan until keypoints were computed (docs/pose.md)
+    assert values["pose_p50_ms"] == "nan"
+    number = {k: float(v) for k, v in values.items()
+              if k.endswith(("_hz", "_ms")) and k != "budget_costs_ms" and not k.startswith("pose_")}
+    assert all(v >= 0 for v in number.values()), {k: v for k, v in number.items() if not v >= 0}
+    assert 3 <= int(values["frames_out"]) <= int(values["frames_in"])
+    assert number["latency_p50_ms"] <= number["latency_p95_ms"]
+    # per frame: network <= model time <= latency, so their medians are ordered the same way
+    assert 0 < number["network_p50_ms"] <= number["model_p50_ms"] <= number["latency_p50_ms"]
+    assert (values["device"], values["precision"], values["threads"]) == ("cpu", "fp32", "1")
+    assert (values["max_side"], values["input_topic"], values["pose"]) == ("128", TOPIC, "off")
+    assert values["merge_preset"] in PRESETS and values["merge_budget_ms"] == "0" and values["weights"]
+    assert int(values["dropped_overwritten"]) >= 0
