@@ -23,21 +23,32 @@ def _normalisation(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tens
 
 class PinnedUploads:
     """Page-locked staging buffers, one per shape, reused frame after frame: a copy from pinned
-    memory to the GPU runs asynchronously (from pageable memory it waits for the copy)."""
+    memory to the GPU runs asynchronously (from pageable memory it waits for the copy).
+
+    A buffer is written again only once its previous copy has finished (an event recorded after
+    each copy): two same-size frames uploaded within one call (two cameras) must not overwrite
+    the first while it is still crossing the bus. A frame later, that copy has long finished and
+    the wait costs nothing."""
 
     def __init__(self, max_buffers: int = 4) -> None:
-        self._buffers: dict[tuple[int, ...], torch.Tensor] = {}
+        self._buffers: dict[tuple[int, ...], tuple[torch.Tensor, torch.cuda.Event | None]] = {}
         self._max = max_buffers
 
     def upload(self, images: np.ndarray, device: torch.device) -> torch.Tensor:
         shape = tuple(images.shape)
-        buffer = self._buffers.get(shape)
+        buffer, copied = self._buffers.get(shape, (None, None))
         if buffer is None:
             if len(self._buffers) >= self._max:
                 self._buffers.pop(next(iter(self._buffers)))
-            buffer = self._buffers[shape] = torch.empty(shape, dtype=torch.uint8, pin_memory=True)
+            buffer = torch.empty(shape, dtype=torch.uint8, pin_memory=True)
+        elif copied is not None:
+            copied.synchronize()
         buffer.numpy()[...] = images
-        return buffer.to(device, non_blocking=True)
+        out = buffer.to(device, non_blocking=True)
+        copied = torch.cuda.Event()
+        copied.record()                     # on the current stream, after the copy it queued
+        self._buffers[shape] = (buffer, copied)
+        return out
 
 
 def upload(images: np.ndarray | torch.Tensor, device: torch.device | str | None = None,
