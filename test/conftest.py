@@ -1,6 +1,9 @@
 """Shared fixtures: tiny models that keep every test fast on a CPU."""
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import pytest
 import torch
 
@@ -31,3 +34,15 @@ def randomize_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
 @pytest.fixture
 def tiny_seg():
     return randomize_batchnorm(build_model(TINY2, num_classes=5)).eval()
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """PyTorch on one thread inside, as the node processes of the tests run: references
+    computed here are then bit-identical to their outputs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

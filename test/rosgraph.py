@@ -24,6 +24,8 @@ from segpp_ros.ros.graph import (  # noqa: F401 -- re-exported
     set_parameters,
 )
 
+from .conftest import one_thread
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -169,19 +171,14 @@ def counter(probe: Probe, key: str, node_name: str = "/segpp") -> int:
     return int(values.get(key, 0))
 
 
-def reference_labels(image: np.ndarray, max_side: int, merge="none", weights=None) -> np.ndarray:
+def reference_labels(image: np.ndarray, max_side: int, merge="none", weights=None,
+                     precision: str = "auto") -> np.ndarray:
     """What the inference core computes for the same image and settings, on one thread like the
     nodes of the tests (so the labels are bit-identical)."""
-    import torch
-
     from segpp_ros.inference import Segmenter
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return Segmenter(weights, device="cpu", merge=merge, max_side=max_side)(image).labels
-    finally:
-        torch.set_num_threads(threads)
+    with one_thread():
+        return Segmenter(weights, device="cpu", merge=merge, max_side=max_side, precision=precision)(image).labels
 
 
 def labels_of(msg) -> np.ndarray:

@@ -12,7 +12,7 @@ from segpp_ros.inference.preprocess import to_tensor
 from segpp_ros.inference.vocab import CITYSCAPES_CLASSES
 from segpp_ros.model import build_model, save_model
 
-from .conftest import TINY, randomize_batchnorm
+from .conftest import TINY, one_thread, randomize_batchnorm
 
 
 @pytest.fixture
@@ -162,14 +162,10 @@ def test_16_bit_precisions_run_on_the_cpu(precision) -> None:
     from segpp_ros.training.data.scenes import render_scene
 
     image = render_scene(10_000_801, 180, 240).image
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         half = Segmenter(None, device="cpu", max_side=128, precision=precision)
         assert half.dtype == {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
         labels = half(image).labels
         np.testing.assert_array_equal(half(image).labels, labels)             # the same on repeat
         full = Segmenter(None, device="cpu", max_side=128)(image).labels
-    finally:
-        torch.set_num_threads(threads)
     assert (labels == full).mean() >= 0.99

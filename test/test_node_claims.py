@@ -142,20 +142,12 @@ def test_bf16_through_the_node_is_the_cores_bf16(tmp_path):
     """precision bf16 on the CPU: the node's labels are the core's bf16 labels, which differ from
     fp32's on this scene (so a node that ignored the parameter would fail here)."""
     require_isolated_network()
-    import torch
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import QoSProfile
     from sensor_msgs.msg import Image
 
-    from segpp_ros.inference import Segmenter
-
     scene = render_scene(10_000_801, 180, 240).image            # resized to 96x128 on the way in
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        expected = Segmenter(None, device="cpu", max_side=PARAMS["max_side"], precision="bf16")(scene).labels
-    finally:
-        torch.set_num_threads(threads)
+    expected = reference_labels(scene, PARAMS["max_side"], precision="bf16")
     assert (expected != reference_labels(scene, PARAMS["max_side"])).any()
     name = "segpp_bf16"
     node = NodeProcess(tmp_path, {**PARAMS, "precision": "bf16"}, {"image": "/bf16/image"}, name=name)

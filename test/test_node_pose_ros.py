@@ -5,11 +5,11 @@ import contextlib
 
 import numpy as np
 import pytest
-import torch
 
 from segpp_ros.inference.vocab import COCO_FLIP_PAIRS, COCO_KEYPOINTS, COCO_SKELETON
 from segpp_ros.training.data.scenes import render_scene
 
+from .conftest import one_thread
 from .rosgraph import (
     NodeProcess,
     Probe,
@@ -75,15 +75,11 @@ def reference_poses(image: np.ndarray, pose_merge: str = "none", merge_gap: floa
     from segpp_ros.inference import Segmenter
     from segpp_ros.inference.pose import PoseEstimator, person_boxes
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         labels = Segmenter(None, device="cpu", max_side=NODE_PARAMS["max_side"])(image).labels
         boxes = person_boxes(labels, person_ids, min_area=NODE_PARAMS["pose.min_box_area"], merge_gap=merge_gap)
         return boxes, PoseEstimator(None, device="cpu", merge=pose_merge, **estimator)(
             image, boxes, NODE_PARAMS["pose.max_persons"])
-    finally:
-        torch.set_num_threads(threads)
 
 
 def test_keypoints_match_inference_core(graph):
@@ -163,13 +159,9 @@ def test_overlay_draws_the_skeletons_by_parameter(graph):
     from segpp_ros.ros.conversions import image_to_rgb
 
     _, probe = graph
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         seg = Segmenter(None, device="cpu", max_side=NODE_PARAMS["max_side"])
         plain = seg.overlay(SCENE, seg(SCENE).labels, 0.5)
-    finally:
-        torch.set_num_threads(threads)
     drawn = image_to_rgb(roundtrip(graph, make_frame(probe, SCENE), f"/{NAME}/overlay"))
     assert drawn.shape == plain.shape and (drawn != plain).any(axis=2).sum() > 50   # skeleton pixels
     assert set_params(probe, NAME, **{"pose.draw_overlay": False})[0].successful

@@ -17,7 +17,7 @@ import sys
 import threading
 from pathlib import Path
 
-from . import non_negative_float, non_negative_int
+from . import non_negative_float, non_negative_int, preset_error
 from .rosbench import positive_int
 
 PROG = "segpp-bag"
@@ -70,8 +70,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"{args.output} exists already: the output bag must be a new folder")
     if args.start is not None and args.end is not None and args.end <= args.start:
         parser.error("--end must be after --start")
-    if args.merge not in ("none", "hq", "2x2", "fast", "downsample"):
-        parser.error(f"--merge must be none, hq, 2x2, fast or downsample; got {args.merge!r}")
+    problem = preset_error("--merge", [args.merge])
+    if problem:
+        parser.error(problem)
     return args
 
 

@@ -20,7 +20,6 @@ points of PCK@0.1 (63.8 / 63.6 against 62.6 / 61.2; no flip test: 62.1 / 60.8).
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import time
@@ -38,7 +37,7 @@ from .graphs import GraphedForward
 from .keypoints import decode_heatmaps
 from .loader import load_for_inference
 from .preprocess import PinnedUploads, normalise, to_tensor, upload
-from .timing import DeviceTimer
+from .timing import DeviceTimer, on_stream
 from .vocab import COCO_FLIP_PAIRS, COCO_KEYPOINTS, COCO_SKELETON
 
 __all__ = ["PersonBox", "PersonPose", "PoseResult", "PoseEstimator", "person_boxes", "whole_frame_box",
@@ -325,7 +324,7 @@ class PoseEstimator:
         affines = [[box_to_affine(b.box, self.input_size, self.padding) for b in boxes] for boxes in kept]
         kp, network_ms = np.zeros((0, 0, 3), np.float32), 0.0
         if any(kept):
-            with torch.cuda.stream(self._stream) if self._stream is not None else contextlib.nullcontext():
+            with on_stream(self._stream):
                 crops = torch.cat([self._crops(image, a) for (image, _), a in zip(frames, affines) if a])
                 kp, network_ms = self.crop_keypoints(crops)
         results, first = [], 0

@@ -19,7 +19,7 @@ from .graphs import GraphedForward
 from .labels import upsampled_argmax
 from .loader import load_for_inference
 from .preprocess import PinnedUploads, normalise, upload
-from .timing import DeviceTimer
+from .timing import DeviceTimer, on_stream
 
 
 def network_size(h: int, w: int, max_side: int | None) -> tuple[int, int]:
@@ -101,7 +101,9 @@ class Segmenter:
         start = time.perf_counter()
         shapes = {tuple(np.shape(im)) for im in images} if not isinstance(images, np.ndarray) else set()
         if isinstance(images, np.ndarray) or len(shapes) == 1:
-            images = np.asarray(images) if isinstance(images, np.ndarray) else np.stack(images)
+            # one image (the single camera of every frame): a view, not a copy
+            images = (np.asarray(images) if isinstance(images, np.ndarray)
+                      else np.asarray(images[0])[None] if len(images) == 1 else np.stack(images))
             if images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8:
                 raise ValueError(f"expected RGB uint8 images [B, H, W, 3], got {images.dtype} {images.shape}")
             groups = [images]
@@ -126,7 +128,7 @@ class Segmenter:
 
     def stream(self) -> contextlib.AbstractContextManager:
         """The Segmenter's own CUDA stream as the current one (nothing on the CPU)."""
-        return torch.cuda.stream(self._stream) if self._stream is not None else contextlib.nullcontext()
+        return on_stream(self._stream)
 
     def device_results(self, groups: Sequence[np.ndarray], output: str, network: tuple[int, int], color: bool,
                        overlay_alpha: float | None) -> tuple[list[tuple], DeviceTimer]:
@@ -136,15 +138,17 @@ class Segmenter:
         (``output`` 'input') or the network's, and the forward pass's timer."""
         timer = DeviceTimer(self.device)
         pixels, inputs = [], []
+        # PyTorch's CPU kernel for antialiased resizing has no 16-bit version: there an image to
+        # resize is normalised and resized in float32, then cast (CUDA resizes in the network's
+        # precision)
+        resize_dtype = self.dtype if self.device.type == "cuda" else torch.float32
         for group in groups:
             uploaded = upload(group, self.device, self._uploads)
-            # PyTorch's CPU kernel for antialiased resizing has no 16-bit version: there the image
-            # is resized in float32 and then cast (CUDA resizes in the network's precision)
-            work = self.dtype if self.device.type == "cuda" else torch.float32
-            x = normalise(uploaded, work)
             if network != tuple(group.shape[1:3]):
-                x = F.interpolate(x, size=network, mode="bilinear", align_corners=False, antialias=True)
-            x = x.to(self.dtype)
+                x = F.interpolate(normalise(uploaded, resize_dtype), size=network, mode="bilinear",
+                                  align_corners=False, antialias=True).to(self.dtype)
+            else:
+                x = normalise(uploaded, self.dtype)
             pixels += list(uploaded)
             inputs.append(x)
         x = inputs[0] if len(inputs) == 1 else torch.cat(inputs)

@@ -65,6 +65,12 @@ def rotated(items: Sequence[T], k: int) -> list[T]:
     return list(items[k:]) + list(items[:k])
 
 
+def on_stream(stream: "torch.cuda.Stream | None") -> contextlib.AbstractContextManager:
+    """``stream`` as the current CUDA stream (a Segmenter's or PoseEstimator's own); nothing
+    without one (the CPU)."""
+    return torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
+
+
 @contextlib.contextmanager
 def _quiet_native_stderr() -> Iterator[None]:
     """Silence the profiler's native start/stop lines (written straight to fd 2)."""

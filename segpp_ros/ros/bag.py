@@ -300,7 +300,8 @@ def process(source: Path, target: Path | None, options: Options, video: Path | N
             for connection, timestamp, raw in messages:
                 index = summary.read
                 summary.read += 1
-                msg = reader.deserialize(raw, connection.msgtype)
+                # ROS 2 input is copied as bytes: a frame skipped by --every is never deserialised
+                msg = None if reader.is2 else reader.deserialize(raw, connection.msgtype)
                 if out is not None:
                     if reader.is2:
                         out.write_raw(summary.topic, connection.msgtype, timestamp, raw)
@@ -308,6 +309,8 @@ def process(source: Path, target: Path | None, options: Options, video: Path | N
                         out.write(summary.topic, rclpy_image(msg, kind), timestamp)
                 if index % options.every:
                     continue
+                if msg is None:
+                    msg = reader.deserialize(raw, connection.msgtype)
                 try:
                     image = image_to_rgb(msg) if kind == RAW else compressed_to_rgb(msg)
                 except ImageFormatError:
