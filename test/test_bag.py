@@ -131,6 +131,13 @@ def test_every_nth_frame_in_a_time_range(tmp_path) -> None:
     assert set(got) == {"/cam/image", "/segpp/label", "/segpp/label_info"}
 
 
+def test_only_the_outputs_asked_for_are_written(tmp_path) -> None:
+    write_bag(tmp_path / "in", frames(2))
+    process(tmp_path / "in", tmp_path / "out", Options(device="cpu", max_side=MAX_SIDE, outputs=("color",)))
+    got = read_bag(tmp_path / "out")
+    assert set(got) == {"/cam/image", "/segpp/color", "/segpp/label_info"} and len(got["/segpp/color"]) == 2
+
+
 def test_the_first_image_topic_unless_told_and_compressed_input(tmp_path) -> None:
     images = frames(2)
     write_bag(tmp_path / "in", images, topics=("/cam/image", "/cam/image/compressed"))

@@ -235,7 +235,9 @@ class Pipeline:
 
         outputs, seg = self.options.outputs, self.segmenter
         result = seg(image, color="color" in outputs, overlay_alpha=self.options.overlay_alpha if want_overlay else None)
-        messages = {"label": array_to_image(result.labels, header, label_encoding(len(seg.classes)))}
+        messages = {}
+        if "label" in outputs:
+            messages["label"] = array_to_image(result.labels, header, label_encoding(len(seg.classes)))
         if "color" in outputs:
             messages["color"] = array_to_image(result.color, header, "rgb8")
         overlay = result.overlay
