@@ -1,4 +1,4 @@
-"""Multi-process ROS test helpers (the graph driver itself is segpp_ros.ros.graph).
+"""Multi-process ROS test helpers (the graph driver itself is segpp_ros.harness.graph).
 
 Every ROS test must run in a private network namespace with only loopback (`make test`
 runs pytest under tools/netns-run); `require_isolated_network` fails a test otherwise.
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from segpp_ros.ros.env import is_isolated_network
-from segpp_ros.ros.graph import (  # noqa: F401 -- re-exported
+from segpp_ros.harness.graph import (  # noqa: F401 -- re-exported
     NodeProcess,
     Probe,
     diagnostics_status,
@@ -57,7 +57,7 @@ def refused_start(log_dir: Path, params: dict[str, Any], name: str, env: dict[st
     """Start a node that must refuse to start; assert it exits with code 78 (EX_CONFIG) and no traceback
     within two minutes, and return its log. ``alone``: ``params`` is the only params file (not
     stacked on config/segpp.yaml, whose value rcl keeps when two files disagree on a type)."""
-    from segpp_ros.ros.graph import write_params_file
+    from segpp_ros.harness.graph import write_params_file
 
     only = write_params_file(log_dir / f"{name}_only.yaml", params) if alone else None
     node = NodeProcess(log_dir, params, {}, name=name, env=env, params_file=only)
@@ -66,7 +66,7 @@ def refused_start(log_dir: Path, params: dict[str, Any], name: str, env: dict[st
     finally:
         node.stop()
     log = node.output()
-    from segpp_ros.ros.node import EXIT_REFUSED
+    from segpp_ros.ros.process import EXIT_REFUSED
 
     assert node.proc.returncode == EXIT_REFUSED == 78 and "Traceback" not in log, log[-2000:]
     return log

@@ -21,7 +21,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from segpp_ros.cli import bag as cli
 from segpp_ros.inference import Segmenter
 from segpp_ros.inference.pose import PoseEstimator, person_boxes
-from segpp_ros.ros.bag import BagError, Options, process, typestore
+from segpp_ros.bags.runner import BagError, Options, process, typestore
 from segpp_ros.ros.conversions import image_to_rgb, rgb_to_compressed, rgb_to_image
 
 SAMPLES = Path(__file__).resolve().parent.parent / "segpp_ros" / "samples"
@@ -229,6 +229,70 @@ def test_refusals_name_the_problem(tmp_path, capsys) -> None:
         with pytest.raises(SystemExit):
             cli.parse_args([str(tmp_path / a) if i < 2 and not a.startswith("-") else a for i, a in enumerate(argv)])
         assert words in capsys.readouterr().err
+
+
+# a robot's params file: pipeline settings the bag's own options do not name, and a custom merge
+ROBOT_PARAMS = """\
+/**:
+  ros__parameters:
+    use_sim_time: false
+    output_resolution: network
+    merge.preset: custom
+    merge.custom: |
+      stages:
+        - kv: {mode: bsm, ratio: 0.6, cell: [2, 2]}
+        - {}
+        - q: {mode: n2d, cell: [2, 2]}
+        - {}
+segpp:
+  ros__parameters:
+    pose:
+      box_source: whole_frame
+      max_persons: 1
+"""
+
+
+def test_a_params_file_labels_the_bag_as_that_node_would(tmp_path, capsys) -> None:
+    from segpp_ros.model.merge import TokenMerge
+
+    images = frames(2)
+    write_bag(tmp_path / "in", images)
+    (tmp_path / "segpp.yaml").write_text(ROBOT_PARAMS)
+    assert cli.main([str(tmp_path / "in"), str(tmp_path / "out"), "--params-file", str(tmp_path / "segpp.yaml"),
+                     "--device", "cpu", "--max-side", str(MAX_SIDE), "--quiet"]) == 0, capsys.readouterr().err
+    got = read_bag(tmp_path / "out")
+    seg = Segmenter(None, device="cpu", max_side=MAX_SIDE, merge={"stages": [
+        {"kv": {"mode": "bsm", "ratio": 0.6, "cell": [2, 2]}}, {}, {"q": {"mode": "n2d", "cell": [2, 2]}}, {}]})
+    assert seg.model.merge.stages[2].q == TokenMerge("n2d", 0.0, (2, 2))
+    pose = PoseEstimator(None, device="cpu")
+    from segpp_ros.inference.pose import whole_frame_box
+
+    for i, image in enumerate(images):
+        labels = labels_of(got["/segpp/label"][i][1])
+        assert labels.shape == (64, 128)                                      # output_resolution: network
+        np.testing.assert_array_equal(labels, seg(image, output="network").labels)   # the custom merge
+        assert not np.array_equal(labels, Segmenter(None, device="cpu", max_side=MAX_SIDE)(image, output="network")
+                                  .labels), "the scene must tell the merge settings apart"
+        persons = got["/segpp/keypoints"][i][1].persons                        # pose.box_source: whole_frame
+        expected = pose(image, [whole_frame_box(H, W)]).persons
+        assert len(persons) == 1 and list(persons[0].box) == [0.0, 0.0, W - 1.0, H - 1.0]
+        np.testing.assert_allclose([[k.x, k.y, k.score] for k in persons[0].keypoints], expected[0].keypoints,
+                                   atol=1e-4)
+
+
+def test_a_params_file_with_a_name_the_node_does_not_have_is_refused(tmp_path, capsys) -> None:
+    write_bag(tmp_path / "in", frames(1))
+    (tmp_path / "typo.yaml").write_text("/**:\n  ros__parameters:\n    max_sides: 512\n")
+    assert cli.main([str(tmp_path / "in"), str(tmp_path / "out"), "--params-file", str(tmp_path / "typo.yaml")]) == 1
+    assert "sets 'max_sides', which the segpp node does not have" in capsys.readouterr().err
+    (tmp_path / "bad.yaml").write_text("/**:\n  ros__parameters:\n    merge.preset: custom\n"
+                                       "    merge.custom: '{stages: [{}, {}]}'\n")
+    assert cli.main([str(tmp_path / "in"), str(tmp_path / "out"), "--params-file", str(tmp_path / "bad.yaml")]) == 1
+    assert "merge.custom stages must be a list of 4 entries" in capsys.readouterr().err
+    (tmp_path / "other.yaml").write_text("camera_driver:\n  ros__parameters:\n    fps: 30\n")
+    assert cli.main([str(tmp_path / "in"), str(tmp_path / "out"), "--params-file", str(tmp_path / "other.yaml")]) == 1
+    assert "no entry for the node 'segpp'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,7 @@ import json
 import cv2
 import numpy as np
 
-from segpp_ros.ros.budget_study import Label, Phase, Settings, plot
+from segpp_ros.harness.budget_study import Label, Phase, Settings, plot
 from segpp_ros.training.budget_eval import UNKNOWN, PresetReferences
 from segpp_ros.training.data.scenes import render_scene
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from segpp_ros.cli import camerabench as cli
-from segpp_ros.ros import camerabench
+from segpp_ros.harness import camerabench
 
 from .rosgraph import require_isolated_network
 

@@ -64,7 +64,7 @@ def test_camera_arguments() -> None:
 
 def test_camera_preencodes_with_own_headers() -> None:
     from segpp_ros.cli import camera
-    from segpp_ros.ros.camera import CameraSettings, encode_messages
+    from segpp_ros.harness.camera import CameraSettings, encode_messages
 
     args, _ = camera.parse_args(["--encoding", "bgr8", "--size", "64x128"])
     images = camera.load_images([str(p) for p in sample_frames()[:2]], args.size)
@@ -133,7 +133,7 @@ def _label_msg(ids: np.ndarray, encoding: str, pad: int):
 
 @pytest.mark.parametrize("encoding,dtype", [("mono8", np.uint8), ("mono16", np.uint16)])
 def test_sink_decodes_padded_labels(encoding, dtype) -> None:
-    from segpp_ros.ros.sink import decode_label
+    from segpp_ros.harness.sink import decode_label
 
     ids = (np.arange(5 * 6).reshape(5, 6) * 11).astype(dtype)
     out = decode_label(_label_msg(ids, encoding, pad=3))
@@ -143,7 +143,7 @@ def test_sink_decodes_padded_labels(encoding, dtype) -> None:
 def test_sink_writes_classes_txt(tmp_path) -> None:
     from segpp.msg import LabelInfo
 
-    from segpp_ros.ros.sink import Recorder, SinkSettings
+    from segpp_ros.harness.sink import Recorder, SinkSettings
 
     recorder = Recorder(SinkSettings(out=str(tmp_path)))
     recorder.on_label_info(LabelInfo(class_names=["road", "sky"], palette=[128, 64, 128, 70, 130, 180]))

@@ -49,12 +49,9 @@ def test_the_parameter_tables_are_the_rendered_ones() -> None:
     documented = [line for line in (ROOT / "docs" / "parameters.md").read_text().splitlines()
                   if line.startswith("| `")]
     names = [cells(row)[1] for row in documented]
-    condensed = [re.compile(re.escape(n.strip("`")).replace(r"<i>", r"\d").replace(r"<q\\\|kv>", "(q|kv)")
-                            .replace(r"\{mode,ratio,cell\}", "(mode|ratio|cell)")) for n in names if "<i>" in n]
     for spec in ALL_SPECS:
         name = f"`{spec.name}`"
-        if name in names:                                  # a row of its own: exactly the rendered one
-            assert documented[names.index(name)] == rendered[name], f"docs/parameters.md row of {spec.name}"
-        else:                                              # a per-stage field, in a condensed row
-            assert any(p.fullmatch(spec.name) for p in condensed), f"{spec.name} is not in docs/parameters.md"
-    assert not [n for n in names if "<i>" not in n and n not in rendered], "documented parameters that do not exist"
+        assert name in names, f"{spec.name} is not in docs/parameters.md"
+        assert documented[names.index(name)] == rendered[name], f"docs/parameters.md row of {spec.name}"
+    assert not [n for n in names if n not in rendered], "documented parameters that do not exist"
+    assert len(names) == len(set(names)), "a parameter documented twice"

@@ -38,9 +38,9 @@ def test_limb_colours_follow_the_side() -> None:
 
 
 def test_person_classes_by_name_or_id() -> None:
-    from segpp_ros.ros.pose_stage import person_class_ids
+    from segpp_ros.inference.pose import person_class_ids
 
     assert person_class_ids("person,rider", CITYSCAPES_CLASSES) == [11, 12]
     assert person_class_ids(" 11 ", CITYSCAPES_CLASSES) == [11]
-    with pytest.raises(ValueError, match="pose.person_classes.*pedestrian.*person"):
+    with pytest.raises(ValueError, match="names .pedestrian., which the segmentation model does not have.*person"):
         person_class_ids("pedestrian", CITYSCAPES_CLASSES)

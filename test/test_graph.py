@@ -1,4 +1,4 @@
-"""The test driver itself (segpp_ros.ros.graph): a failure inside the probe shows up as that
+"""The test driver itself (segpp_ros.harness.graph): a failure inside the probe shows up as that
 failure, not as a timeout waiting for messages that will never come."""
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """`ros2 launch segpp segpp.launch.py` as users run it: Ctrl-C, respawn after a crash, no respawn
-after a refusal. Each launch is a process group of its own (segpp_ros.ros.graph.ProcessGroup),
+after a refusal. Each launch is a process group of its own (segpp_ros.harness.graph.ProcessGroup),
 inside the tests' private network namespace."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from segpp_ros.ros.env import ensure_ament_prefix
-from segpp_ros.ros.graph import ProcessGroup
+from segpp_ros.harness.graph import ProcessGroup
 
 from .rosgraph import require_isolated_network, wait_for
 

@@ -1,6 +1,10 @@
 """The package's layers: which code needs ROS, which needs torch, and what may import what.
 
-    model  <  inference  <  training | ros  <  cli        (weights/, samples/: package data)
+    model  <  inference  <  training | ros  <  bags | harness  <  cli     (weights/, samples/: package data)
+
+and more: no import cycle between modules; segpp_ros/ros holds only the node's runtime (the
+measuring tools live in harness/); the node and segpp-bag run frames through the one frame
+pipeline (segpp_ros.inference.pipeline) and do none of its steps themselves.
 
 Checked two ways: statically, every import statement of every module (those inside functions
 included) against the layer table; and dynamically, by importing every module of the ROS-free
@@ -25,7 +29,9 @@ ALLOWED: dict[str, set[str]] = {
     "inference": {"model", "inference", "weights"},
     "training": {"model", "inference", "training", "weights"},
     "ros": {"model", "inference", "ros", "weights"},
-    "cli": {"model", "inference", "training", "ros", "cli", "weights", "samples"},
+    "bags": {"model", "inference", "ros", "bags", "weights"},
+    "harness": {"model", "inference", "ros", "harness", "weights"},
+    "cli": {"model", "inference", "training", "ros", "bags", "harness", "cli", "weights", "samples"},
     "weights": {"weights"},
     "samples": {"samples"},
 }
@@ -118,7 +124,8 @@ def test_ros_free_layers_load_no_ros_in_a_fresh_interpreter(layer) -> None:
     code = ("import importlib, json, sys\n"
             f"for m in {modules!r}:\n    importlib.import_module(m)\n"
             f"ros = sorted(m for m in sys.modules if m.split('.')[0] in {sorted(ROS_MODULES)!r})\n"
-            "above = sorted(m for m in sys.modules if m.startswith(('segpp_ros.ros', 'segpp_ros.cli')))\n"
+            "above = sorted(m for m in sys.modules if m.startswith(('segpp_ros.ros', 'segpp_ros.bags', "
+            "'segpp_ros.harness', 'segpp_ros.cli')))\n"
             "print(json.dumps([ros, above]))")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -133,3 +140,109 @@ def test_importing_the_ros_layer_package_starts_no_rclpy() -> None:
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "[]"
+
+
+# -- the shape of the house ---------------------------------------------------------------------------
+# segpp_ros/ros is the node's runtime and nothing else: a new module there is a decision, made here
+NODE_RUNTIME = {"__init__", "node", "lifecycle", "process", "pose_stage", "cameras", "params", "conversions",
+                "keypoint_msgs", "realtime", "health", "spin", "env"}
+# what the frame pipeline does; its adapters (the node, segpp-bag) call the pipeline, never these
+PIPELINE_STEPS = {"person_boxes", "whole_frame_box", "draw_skeletons", "upsampled_argmax", "MergeBudget"}
+ADAPTERS = ("ros", "bags")
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """Module -> the segpp_ros modules it imports (lazy imports included; a name imported from
+    a package counts as the package when it is not a submodule)."""
+    modules = {_module_name(p): p for p in _modules()}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        targets = set()
+        for _, target in _imports(path, name):
+            while target and target not in modules:
+                target = target.rpartition(".")[0]
+            if target and target != name and target.startswith("segpp_ros."):
+                targets.add(target)
+        graph[name] = targets
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycle() -> None:
+    cycles = _cycles(_module_graph())
+    assert cycles == [], "modules that import each other (directly or round about): " + "; ".join(
+        " <-> ".join(c) for c in cycles)
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_ros_holds_only_the_node_runtime() -> None:
+    found = {p.stem for p in (PACKAGE / "ros").glob("*.py")}
+    assert found == NODE_RUNTIME, (
+        f"segpp_ros/ros is the node's runtime; not expected there: {sorted(found - NODE_RUNTIME)} (a measuring or "
+        f"test tool belongs in segpp_ros/harness), missing: {sorted(NODE_RUNTIME - found)}")
+    # and nothing of the node's runtime reaches for a measuring tool
+    for path in (PACKAGE / "ros").glob("*.py"):
+        assert not [t for _, t in _imports(path) if _layer(t) == "harness"], path.name
+
+
+def _names_used(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Name):
+            names.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            names.add(node.attr)
+        elif isinstance(node, ast.alias):
+            names.add(node.name.rpartition(".")[2])
+    return names
+
+
+def test_node_and_bag_share_the_frame_pipeline() -> None:
+    users = {}
+    for layer in ADAPTERS:
+        for path in sorted((PACKAGE / layer).glob("*.py")):
+            used = _names_used(path)
+            steps = sorted(used & PIPELINE_STEPS)
+            assert not steps, (f"{path.relative_to(ROOT)} does a step of the frame pipeline itself ({steps}): call "
+                               "segpp_ros.inference.pipeline.FramePipeline instead, so the node and segpp-bag share it")
+            if "FramePipeline" in used:
+                users[path.relative_to(PACKAGE).as_posix()] = path
+    assert {"ros/node.py", "bags/runner.py"} <= set(users), sorted(users)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from segpp_ros.ros.graph import ProcessGroup
+from segpp_ros.harness.graph import ProcessGroup
 
 from .rosgraph import Probe, diagnostics_status, require_isolated_network, wait_for
 from .test_ros2_cli import ROS2, SCENE, _env, cli, params_file, ros2

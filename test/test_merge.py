@@ -155,11 +155,17 @@ def test_preset_based_override() -> None:
 
 @pytest.mark.parametrize("bad,message", [
     ("turbo", "unknown merge preset"),
-    ({"stages": [{"q": {"mode": "magic"}}, {}, {}, {}]}, "merge mode"),
-    ({"stages": [{"kv": {"mode": "bsm", "ratio": 1.5}}, {}, {}, {}]}, "ratio"),
-    ({"stages": [{"kv": {"mode": "bsm", "ratio": 0.5, "cell": [0, 2]}}, {}, {}, {}]}, "cell"),
+    ({"stages": [{"q": {"mode": "magic"}}, {}, {}, {}]}, r"stages\[0\]\.q\.mode 'magic' is unknown"),
+    ({"stages": [{}, {"kv": {"mode": "bsm", "ratio": 1.5}}, {}, {}]}, r"stages\[1\]\.kv\.ratio must be .* \[0, 1\)"),
+    ({"stages": [{"kv": {"mode": "bsm", "ratio": 0.5, "cell": [0, 2]}}, {}, {}, {}]}, r"stages\[0\]\.kv\.cell"),
+    ({"stages": [{}, {}, {}, {"q": {"cell": [2.5, 2]}}]}, r"stages\[3\]\.q\.cell must be two positive integers"),
     ({"stages": [{}, {}]}, "4 entries"),
-    ({"stages": [{"q": {"mode": "bsm", "speed": 3}}, {}, {}, {}]}, "unknown keys"),
+    ({"stages": [{"q": {"mode": "bsm", "speed": 3}}, {}, {}, {}]}, r"stages\[0\]\.q has unknown keys \['speed'\]"),
+    ({"stages": [{}, {"query": {}}, {}, {}]}, r"stages\[1\] has unknown keys \['query'\]"),
+    ({"stages": [{}, {}, "bsm", {}]}, r"stages\[2\] must be a mapping"),
+    ({"stage": []}, r"unknown keys \['stage'\]"),
+    ({"downsample": 0}, "downsample must be an integer >= 1"),
+    ({"preset": "turbo"}, "preset 'turbo' is unknown"),
 ])
 def test_invalid_configurations_are_rejected_with_a_reason(bad, message: str) -> None:
     model = build_model(TINY, num_classes=2)

@@ -2,7 +2,7 @@
 workers, undecodable and hostile input, clock skew, parameter storms, signals at bad moments.
 
 The node runs with SEGPP_FAULT_INJECTION=1, so frames whose frame_id starts with segpp-fault:
-make its inference thread fail, die or stall on purpose (segpp_ros/ros/faults.py).
+make its inference thread fail, die or stall on purpose (segpp_ros/harness/faults.py).
 """
 from __future__ import annotations
 

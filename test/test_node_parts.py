@@ -64,5 +64,5 @@ def test_snapshot_is_read_only_and_replaced_whole() -> None:
     assert second.pose_merge is first.pose_merge                           # unchanged: the same object
     assert second.changed({"max_side": 256}).merge is second.merge         # a worker sees no merge change
     with pytest.raises(ValueError):
-        Snapshot.of({**defaults(), "merge.preset": "custom", "merge.stage1.q.mode": "bsm",
-                     "merge.stage1.q.ratio": 0.5, "merge.stage1.q.cell": [0, 2]})
+        Snapshot.of({**defaults(), "merge.preset": "custom",
+                     "merge.custom": "{stages: [{q: {mode: bsm, ratio: 0.5, cell: [0, 2]}}, {}, {}, {}]}"})

@@ -32,7 +32,7 @@ NODE_PARAMS = {"device": "cpu", "max_side": 256, "threads": 1, "warmup_frames": 
                "pose.enable": True, "pose.min_box_area": 100, "pose.max_persons": 3}
 START_TIMEOUT = 120.0
 K = len(COCO_KEYPOINTS)
-# frames whose frame_id starts with segpp-fault: misbehave on purpose (segpp_ros/ros/faults.py)
+# frames whose frame_id starts with segpp-fault: misbehave on purpose (segpp_ros/harness/faults.py)
 FAULTS = {"SEGPP_FAULT_INJECTION": "1"}
 
 
@@ -184,8 +184,8 @@ def test_pose_merge_preset_changes_live(graph):
         assert diagnostics_values(probe, f"/{NAME}")["merge_preset"] == "none"
         bad = set_params(probe, NAME, **{"pose.merge.preset": "fastest"})[0]
         assert not bad.successful and "pose.merge.preset" in bad.reason
-        bad = set_params(probe, NAME, **{"pose.merge.stage1.kv.ratio": 1.5})[0]
-        assert not bad.successful and "pose.merge.stage1.kv.ratio" in bad.reason
+        bad = set_params(probe, NAME, **{"pose.merge.custom": "{stages: [{kv: {mode: bsm, ratio: 1.5}}, {}, {}, {}]}"})[0]
+        assert not bad.successful and "pose.merge.custom stages[0].kv.ratio" in bad.reason
         assert diagnostics_values(probe, f"/{NAME}")["pose_merge_preset"] == "2x2"
     finally:
         assert set_params(probe, NAME, **{"pose.merge.preset": "none"})[0].successful

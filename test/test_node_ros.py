@@ -153,23 +153,28 @@ def test_merge_preset_switches_live_and_invalid_values_are_rejected(graph):
     np.testing.assert_array_equal(labels_of(out), expected)
     wait_for(lambda: diagnostics_values(probe).get("merge_preset") == "downsample", 10, "diagnostics preset")
 
-    # per-stage values: a custom configuration equal to 'hq' gives hq's labels
-    results = set_params(probe, merge__preset="custom", merge__stage1__kv__mode="bsm", merge__stage1__kv__ratio=0.6,
-                         merge__stage1__kv__cell=[2, 2], merge__stage2__kv__mode="bsm",
-                         merge__stage2__kv__ratio=0.6, merge__stage2__kv__cell=[2, 2])
+    # a custom configuration (one string, as `ros2 param set` sends it) equal to 'hq' in stages 1-2
+    # gives those labels
+    results = set_params(probe, merge__preset="custom", merge__custom="{stages: [{kv: {mode: bsm, ratio: 0.6, "
+                         "cell: [2, 2]}}, {kv: {mode: bsm, ratio: 0.6, cell: [2, 2]}}, {}, {}]}")
     assert all(r.successful for r in results), [r.reason for r in results]
     from segpp_ros.model.merge import PRESETS, MergeConfig
     hq_first_two = MergeConfig("custom", (*PRESETS["hq"].stages[:2], *PRESETS["none"].stages[2:]))
     out = roundtrip(graph, make_frame(probe, SCENE))
     np.testing.assert_array_equal(labels_of(out), reference_labels(SCENE, hq_first_two))
 
-    for name, value, words in [("merge__preset", "turbo", "one of"), ("merge__stage1__q__cell", [0, 2], "cell"),
-                               ("merge__stage2__q__mode", "magic", "one of"), ("weights", "/tmp/x.pth", "read-only"),
+    for name, value, words in [("merge__preset", "turbo", "one of"),
+                               ("merge__custom", "{stages: [{q: {cell: [0, 2]}}, {}, {}, {}]}", "stages[0].q.cell"),
+                               ("merge__custom", "{stages: [{}, {q: {mode: magic}}, {}, {}]}", "stages[1].q.mode"),
+                               ("merge__custom", "{stages: [", "is not YAML or JSON"),
+                               ("weights", "/tmp/x.pth", "read-only"),
                                ("max_side", "big", "")]:
         result = set_params(probe, **{name: value})[0]
         assert not result.successful, f"{name}={value!r} was accepted"
         assert words in result.reason, result.reason
     assert get_param(probe, "merge.preset").string_value == "custom"
+    out = roundtrip(graph, make_frame(probe, SCENE))                 # the refused values changed nothing
+    np.testing.assert_array_equal(labels_of(out), reference_labels(SCENE, hq_first_two))
     assert set_params(probe, merge__preset="none")[0].successful
     out = roundtrip(graph, make_frame(probe, SCENE))
     np.testing.assert_array_equal(labels_of(out), reference_labels(SCENE))
@@ -273,7 +278,7 @@ def test_bad_parameter_overrides_stop_the_node_with_a_reason(tmp_path, override,
 def test_help_prints_usage_without_starting_ros():
     import subprocess
 
-    from segpp_ros.ros.graph import node_executable
+    from segpp_ros.harness.graph import node_executable
 
     out = subprocess.run([str(node_executable()), "--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.startswith("usage: segpp_node") and "config/segpp.yaml" in out.stdout

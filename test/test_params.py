@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from segpp_ros.model.merge import NUM_STAGES, PRESETS, MergeConfig, StageMerge, TokenMerge, resolve_merge
+from segpp_ros.model.merge import PRESETS, MergeConfig, StageMerge, TokenMerge, resolve_merge
 from segpp_ros.ros.params import (
     ALL_SPECS,
     MERGE_PRESETS,
@@ -99,38 +99,57 @@ def test_defaults_build_the_no_merge_configuration() -> None:
     assert validate_changes(defaults(), {}) is None
 
 
-def test_merge_parameters_cover_every_stage() -> None:
-    for i in range(1, NUM_STAGES + 1):
-        for tokens in ("q", "kv"):
-            for field in ("mode", "ratio", "cell"):
-                assert f"merge.stage{i}.{tokens}.{field}" in SPECS_BY_NAME
+def test_one_merge_configuration_parameter_per_model() -> None:
+    for prefix in ("merge", "pose.merge"):
+        assert {n for n in SPECS_BY_NAME if n.startswith(prefix + ".")} == {
+            f"{prefix}.preset", f"{prefix}.budget_ms", f"{prefix}.custom"}
     assert set(MERGE_PRESETS) == {*PRESETS, "custom"}
     assert SPECS_BY_NAME["merge.preset"].choices == MERGE_PRESETS
+    # with use_sim_time, what `ros2 param list /segpp` shows
+    assert len(ALL_SPECS) + 1 <= 45
 
 
 # -- merge_from -----------------------------------------------------------------------------------------
+CUSTOM = "{stages: [{kv: {mode: bsm, ratio: 0.6, cell: [2, 2]}}, {}, {q: {mode: n2d, cell: [2, 4]}}, {}], downsample: 2}"
+CUSTOM_EXPECTED = MergeConfig("custom", (
+    StageMerge(q=TokenMerge(), kv=TokenMerge("bsm", 0.6, (2, 2))),
+    StageMerge(),
+    StageMerge(q=TokenMerge("n2d", 0.0, (2, 4)), kv=TokenMerge()),
+    StageMerge(),
+), downsample=2)
+
+
 @pytest.mark.parametrize("preset", list(PRESETS))
 def test_preset_maps_to_resolve_merge(preset: str) -> None:
-    # the per-stage values are ignored unless the preset is 'custom'
-    view = {**defaults(), "merge.preset": preset, "merge.stage1.kv.mode": "bsm", "merge.stage1.kv.ratio": 0.6}
+    # merge.custom is ignored unless the preset is 'custom'
+    view = {**defaults(), "merge.preset": preset, "merge.custom": CUSTOM}
     assert merge_from(view, "merge") == resolve_merge(preset)
 
 
-def test_custom_builds_the_per_stage_configuration() -> None:
-    view = {**defaults(), "merge.preset": "custom", "merge.downsample": 2,
-            "merge.stage1.kv.mode": "bsm", "merge.stage1.kv.ratio": 0.6, "merge.stage1.kv.cell": [2, 2],
-            "merge.stage3.q.mode": "n2d", "merge.stage3.q.cell": [2, 4]}
-    none = TokenMerge()
-    expected = MergeConfig("custom", (
-        StageMerge(q=none, kv=TokenMerge("bsm", 0.6, (2, 2))),
-        StageMerge(),
-        StageMerge(q=TokenMerge("n2d", 0.0, (2, 4)), kv=none),
-        StageMerge(),
-    ), downsample=2)
-    got = merge_from(view, "merge")
-    assert got == expected
+@pytest.mark.parametrize("text", [
+    CUSTOM,
+    # the same as JSON, and as a YAML block (what a params file holds under `merge.custom: |`)
+    '{"stages": [{"kv": {"mode": "bsm", "ratio": 0.6, "cell": [2, 2]}}, {}, {"q": {"mode": "n2d", "cell": [2, 4]}},'
+    ' {}], "downsample": 2}',
+    "stages:\n  - kv: {mode: bsm, ratio: 0.6, cell: [2, 2]}\n  - {}\n  - q:\n      mode: n2d\n      cell: [2, 4]\n"
+    "  - {}\ndownsample: 2\n",
+])
+def test_custom_builds_the_per_stage_configuration(text: str) -> None:
+    got = merge_from({**defaults(), "merge.preset": "custom", "merge.custom": text}, "merge")
+    assert got == CUSTOM_EXPECTED
     assert got.stages[0].kv.active and got.stages[2].q.active and not got.is_noop
     assert isinstance(got.stages[0].kv.cell, tuple)
+
+
+def test_custom_on_a_base_preset_and_the_python_api_schema() -> None:
+    got = merge_from({**defaults(), "pose.merge.preset": "custom", "pose.merge.custom": "{preset: hq, downsample: 2}"},
+                     "pose.merge")
+    assert got.name == "custom" and got.stages == PRESETS["hq"].stages and got.downsample == 2
+    # what the Python API writes (MergeConfig.to_dict) is a valid value
+    import json
+
+    assert merge_from({**defaults(), "merge.preset": "custom", "merge.custom": json.dumps(CUSTOM_EXPECTED.to_dict())},
+                      "merge") == CUSTOM_EXPECTED
 
 
 def test_custom_with_defaults_is_a_noop() -> None:
@@ -141,13 +160,20 @@ def test_custom_with_defaults_is_a_noop() -> None:
 # -- validate_changes -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("changes,words", [
     ({"merge.preset": "turbo"}, ["merge.preset", *PRESETS, "custom"]),
-    ({"merge.stage1.kv.ratio": 1.5}, ["merge.stage1.kv.ratio", "0.99"]),
-    ({"merge.stage2.q.ratio": -0.1}, ["merge.stage2.q.ratio"]),
-    ({"merge.stage1.kv.cell": [0, 2]}, ["cell"]),
-    ({"merge.stage1.kv.cell": [2, 2, 2]}, ["cell"]),
-    ({"merge.stage1.kv.cell": [2.0, 2.0]}, ["list of integers"]),
-    ({"merge.stage1.kv.mode": "random"}, ["merge.stage1.kv.mode", "bsm", "n2d"]),
-    ({"merge.downsample": 0}, ["merge.downsample"]),
+    ({"merge.custom": "{stages: [{kv: {mode: bsm, ratio: 1.5}}, {}, {}, {}]}"},
+     ["merge.custom", "stages[0].kv.ratio", "[0, 1)", "1.5"]),
+    ({"merge.custom": "{stages: [{}, {q: {ratio: -0.1}}, {}, {}]}"}, ["merge.custom stages[1].q.ratio"]),
+    ({"merge.custom": "{stages: [{}, {}, {}, {kv: {cell: [0, 2]}}]}"}, ["stages[3].kv.cell", "two positive"]),
+    ({"merge.custom": "{stages: [{kv: {cell: [2, 2, 2]}}, {}, {}, {}]}"}, ["stages[0].kv.cell"]),
+    ({"merge.custom": "{stages: [{kv: {cell: [2.0, 2.0]}}, {}, {}, {}]}"}, ["stages[0].kv.cell"]),
+    ({"merge.custom": "{stages: [{kv: {mode: random}}, {}, {}, {}]}"}, ["stages[0].kv.mode", "bsm", "n2d"]),
+    ({"merge.custom": "{stages: [{}, {}]}"}, ["merge.custom", "stages", "4 entries"]),
+    ({"merge.custom": "{downsample: 0}"}, ["merge.custom", "downsample"]),
+    ({"pose.merge.custom": "{stages: [{q: {mode: bsm, speed: 3}}, {}, {}, {}]}"},
+     ["pose.merge.custom", "stages[0].q", "unknown keys ['speed']"]),
+    ({"merge.custom": "{stages: [{kv: {mode: bsm}"}, ["merge.custom", "is not YAML or JSON", "line 1"]),
+    ({"merge.custom": "fast"}, ["merge.custom", "must be a mapping"]),
+    ({"merge.custom": 3}, ["merge.custom", "str"]),
     ({"overlay_alpha": 2.0}, ["overlay_alpha"]),
     ({"max_side": "1024"}, ["max_side", "int"]),
     ({"max_side": 10.0}, ["max_side", "int"]),
@@ -176,24 +202,25 @@ def test_rejects_read_only(name: str, value: Any) -> None:
     {},
     {"merge.preset": "hq"},
     *({"merge.preset": p} for p in PRESETS),
-    {"merge.preset": "custom", "merge.stage1.kv.mode": "bsm", "merge.stage1.kv.ratio": 0.6,
-     "merge.stage1.kv.cell": [2, 2], "merge.stage3.q.mode": "n2d"},
-    {"merge.preset": "custom", "merge.downsample": 2},
-    {"merge.stage1.kv.ratio": 0.99, "merge.stage4.q.cell": [1, 1]},
+    {"merge.preset": "custom", "merge.custom": CUSTOM},
+    {"merge.preset": "custom", "merge.custom": "downsample: 2"},
+    {"merge.custom": "{stages: [{kv: {mode: bsm, ratio: 0.99}}, {}, {}, {q: {mode: n2d, cell: [1, 1]}}]}"},
+    {"pose.merge.preset": "custom", "pose.merge.custom": ""},
     {"max_side": 512, "output_resolution": "network", "overlay_alpha": 0.25},
     {"max_side": 0},
     {"overlay_alpha": 1, "max_frame_age": 0, "no_image_warning": 3},   # ints for float parameters
-    {"merge.stage2.q.ratio": 0},
-    {"merge.stage1.kv.cell": (4, 2)},
+    {"merge.custom": "{stages: [{}, {q: {mode: bsm, ratio: 0}}, {}, {}]}"},
 ])
 def test_accepts_valid_changes(changes: dict[str, Any]) -> None:
     assert validate_changes(defaults(), changes) is None
 
 
-def test_custom_values_are_validated_against_the_current_values() -> None:
-    current = {**defaults(), "merge.preset": "custom", "merge.stage1.kv.mode": "bsm", "merge.stage1.kv.ratio": 0.5}
-    assert validate_changes(current, {"merge.stage1.kv.ratio": 0.7}) is None
-    assert "merge.stage1.kv.ratio" in validate_changes(current, {"merge.stage1.kv.ratio": 1.0})
+def test_custom_values_are_validated_when_set_whatever_the_preset() -> None:
+    bad = "{stages: [{kv: {mode: bsm, ratio: 1.0}}, {}, {}, {}]}"
+    for preset in ("none", "custom"):
+        current = {**defaults(), "merge.preset": preset}
+        assert validate_changes(current, {"merge.custom": CUSTOM}) is None
+        assert "merge.custom stages[0].kv.ratio" in validate_changes(current, {"merge.custom": bad})
 
 
 def test_unknown_names_are_left_to_rclpy() -> None:
@@ -240,7 +267,7 @@ def test_descriptors() -> None:
     assert descriptor(SPECS_BY_NAME["weights"]).read_only
     assert not descriptor(SPECS_BY_NAME["weights"], read_only=False).read_only     # the managed node's
     assert descriptor(SPECS_BY_NAME["device"]).additional_constraints == "auto, cpu, cuda or cuda:N"
-    assert descriptor(SPECS_BY_NAME["merge.stage1.q.cell"]).additional_constraints == "two positive integers [sy, sx]"
+    assert descriptor(SPECS_BY_NAME["merge.custom"]).additional_constraints.startswith("YAML or JSON")
     assert not descriptor(SPECS_BY_NAME["merge.preset"]).read_only
     assert descriptor(SPECS_BY_NAME["overlay_alpha"]).floating_point_range[0].to_value == 1.0
     assert descriptor(SPECS_BY_NAME["max_side"]).integer_range[0].to_value == 8192

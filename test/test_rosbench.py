@@ -6,7 +6,7 @@ import math
 import pytest
 
 from segpp_ros.cli import rosbench
-from segpp_ros.ros import bench
+from segpp_ros.harness import rosbench as bench
 
 
 def test_defaults() -> None:

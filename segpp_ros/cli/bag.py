@@ -3,11 +3,12 @@
     segpp-bag recording/ out/labelled                   # ROS 2 bag folder (sqlite3 or MCAP) -> MCAP bag
     segpp-bag drive.bag out/labelled --topic /cam/image/compressed --every 3 --merge fast
     segpp-bag recording/ --video out/overlay.mp4        # the overlays with skeletons, to look at
+    segpp-bag recording/ out/labelled --params-file robot/segpp.yaml   # labelled as that node labels
 
 The output bag holds <prefix>/label, /color, /overlay, /keypoints (each with its input's header,
 recorded at the input's receive time), /label_info and /keypoint_info, and the input topic
 copied. Ctrl-C ends the run after the frame in progress and leaves a readable bag. What is read
-and written: segpp_ros.ros.bag.
+and written: segpp_ros.bags.runner.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ PROG = "segpp-bag"
 
 
 def outputs_arg(text: str) -> tuple[str, ...]:
-    from ..ros.bag import OUTPUTS
+    from ..bags.runner import OUTPUTS
 
     names = tuple(n.strip() for n in text.split(",") if n.strip())
     unknown = [n for n in names if n not in OUTPUTS]
@@ -43,15 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", default="/segpp", help="output topic prefix (default: /segpp, as the node's)")
     p.add_argument("--outputs", type=outputs_arg, default=None,
                    help="comma-separated outputs to write: label, color, overlay, keypoints (default: all)")
+    p.add_argument("--params-file", type=Path,
+                   help="the segpp node's ROS 2 params file (e.g. the robot's): every frame is labelled as the node "
+                        "with those parameters labels it (merging, output_resolution, pose.*, ...); the options "
+                        "below override it")
     p.add_argument("--weights", help="segmentation weights (default: the embedded model)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    p.add_argument("--precision", default="auto", help="auto, fp32, fp16, bf16 (default: auto)")
-    p.add_argument("--merge", default="none", help="merge preset: none, hq, 2x2, fast, downsample (default: none)")
-    p.add_argument("--max-side", type=non_negative_int, default=1024,
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--precision", help="auto, fp32, fp16, bf16 (default: auto)")
+    p.add_argument("--merge", help="merge preset: none, hq, 2x2, fast, downsample (default: none)")
+    p.add_argument("--max-side", type=non_negative_int,
                    help="network input size, longer side (0: the image's own) (default: 1024)")
     p.add_argument("--no-pose", action="store_true", help="no keypoints")
-    p.add_argument("--person-classes", default="person,rider",
-                   help="segmentation classes that are persons (default: person,rider)")
+    p.add_argument("--person-classes", help="segmentation classes that are persons (default: person,rider)")
     p.add_argument("--every", type=positive_int, default=1, help="process every Nth frame (default: 1)")
     p.add_argument("--start", type=non_negative_float, help="seconds from the bag's start to begin at")
     p.add_argument("--end", type=non_negative_float, help="seconds from the bag's start to end at")
@@ -70,7 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"{args.output} exists already: the output bag must be a new folder")
     if args.start is not None and args.end is not None and args.end <= args.start:
         parser.error("--end must be after --start")
-    problem = preset_error("--merge", [args.merge])
+    problem = preset_error("--merge", [args.merge]) if args.merge is not None else None
     if problem:
         parser.error(problem)
     return args
@@ -78,12 +82,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from ..ros.bag import OUTPUTS, BagError, Options, process
+    from ..bags.runner import OUTPUTS, BagError, Options, process
+    from ..ros.params import read_params_file
 
-    options = Options(topic=args.topic, prefix=args.prefix, outputs=args.outputs or OUTPUTS, weights=args.weights,
-                      device=args.device, precision=args.precision, merge=args.merge, max_side=args.max_side,
-                      pose=not args.no_pose, person_classes=args.person_classes, every=args.every,
-                      start_s=args.start, end_s=args.end, storage=args.storage, video_fps=args.fps)
+    try:
+        params = read_params_file(args.params_file) if args.params_file else {}
+    except ValueError as err:
+        print(f"{PROG}: {err}", file=sys.stderr)
+        return 1
+    given = {name: value for name, value in (("weights", args.weights), ("device", args.device),
+                                            ("precision", args.precision), ("merge", args.merge),
+                                            ("max_side", args.max_side), ("person_classes", args.person_classes),
+                                            ("pose", False if args.no_pose else None)) if value is not None}
+    options = Options.from_params(params, topic=args.topic, prefix=args.prefix, outputs=args.outputs or OUTPUTS,
+                                  every=args.every, start_s=args.start, end_s=args.end, storage=args.storage,
+                                  video_fps=args.fps, **given)
     stop = threading.Event()
 
     def request_stop(signum: int, frame: object) -> None:

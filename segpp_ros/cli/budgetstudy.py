@@ -3,7 +3,7 @@
     tools/netns-run segpp-budget-study --json benchmarks/budget-cpu.json --plot docs/budget-cpu.png
 
 The node runs with merge.budget_ms set while this process publishes held-out scenes at a fixed
-rate and switches a CPU load on and off (segpp_ros.ros.budget_study). Prints per phase the
+rate and switches a CPU load on and off (segpp_ros.harness.budget_study). Prints per phase the
 share of frames within the budget, the presets chosen and the latency, then the mIoU of the
 budget's choices against each fixed preset on the same labels (segpp_ros.training.budget_eval).
 A benchmark, not a test. DDS must stay on this host: run it inside tools/netns-run.
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ..inference.budget import SEG_LADDER
     from ..inference.timing import markdown_table
-    from ..ros import budget_study as study
+    from ..harness import budget_study as study
     from ..training.budget_eval import PresetReferences
     from ..training.data.scenes import render_scene
 

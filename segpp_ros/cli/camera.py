@@ -5,7 +5,7 @@
     segpp-camera --compressed            # sensor_msgs/CompressedImage on <topic>/compressed
 
 Default source: the bundled sample sequence (segpp_ros/samples). The node is
-segpp_ros.ros.camera: every message is encoded once at start and only stamped when published.
+segpp_ros.harness.camera: every message is encoded once at start and only stamped when published.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 
-from ..ros.camera import ENCODINGS, CameraSettings
+from ..harness.camera import ENCODINGS, CameraSettings
 from ..ros.env import ensure_ament_prefix
 from . import non_negative_int, parse_size, positive_float
 
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     import rclpy
     from rclpy.signals import SignalHandlerOptions
 
-    from ..ros.camera import PublishStats, encode_messages, make_camera_node
+    from ..harness.camera import PublishStats, encode_messages, make_camera_node
     from ..ros.spin import StopSignals, spin_until_stopped
 
     try:

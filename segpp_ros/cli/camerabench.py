@@ -4,7 +4,7 @@
 
 Per image size and camera count, one node process with that many cameras; this process is the
 cameras (synthetic street scenes, all cameras at the same instants) and receives the labels.
-What is measured and how: segpp_ros.ros.camerabench. DDS must stay on this host: run it inside
+What is measured and how: segpp_ros.harness.camerabench. DDS must stay on this host: run it inside
 an isolated network namespace (tools/netns-run).
 """
 from __future__ import annotations
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
               f"network namespace via `tools/netns-run {PROG} ...`", file=sys.stderr)
         return 2
 
-    from ..ros import camerabench
+    from ..harness import camerabench
     from ..training.data.scenes import render_scene
 
     settings = camerabench.Settings(max_side=args.max_side, threads=args.threads, device=args.device,

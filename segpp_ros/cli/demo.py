@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from ..ros.env import is_isolated_network, share_file
-from ..ros.sink import SUMMARY_MARKER
+from ..harness.sink import SUMMARY_MARKER
 from . import non_negative_int, positive_float
 
 PROG = "segpp-demo"

@@ -38,9 +38,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"segpp_node: unknown or misplaced arguments {unknown or ['--autostart']}; ROS arguments go after "
               "--ros-args\n" + USAGE, file=sys.stderr, end="")
         return 2
-    from ..ros.node import run  # the heavy imports: torch, rclpy, OpenCV, the model
+    from ..harness.faults import hooks_from_environment
+    from ..ros.process import run  # the heavy imports: torch, rclpy, OpenCV, the model
 
-    return run(args, signals, lifecycle="--lifecycle" in ours, autostart="--autostart" in ours)
+    return run(args, signals, lifecycle="--lifecycle" in ours, autostart="--autostart" in ours,
+               hooks=hooks_from_environment())
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
 
 The node runs as its own process; this process publishes synthetic street scenes of each size
 and receives the labels, alternating frame by frame with in-process calls of the inference
-core. What is measured and how: segpp_ros.ros.bench. DDS must stay on this host: run it
+core. What is measured and how: segpp_ros.harness.rosbench. DDS must stay on this host: run it
 inside an isolated network namespace (tools/netns-run).
 """
 from __future__ import annotations
@@ -92,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     from sensor_msgs.msg import Image
 
     from ..inference import Segmenter
-    from ..ros import bench
-    from ..ros.graph import Probe
+    from ..harness import rosbench as bench
+    from ..harness.graph import Probe
     from ..training.data.scenes import render_scene
 
     settings = bench.Settings(max_side=args.max_side, threads=args.threads, device=args.device,

@@ -3,7 +3,7 @@
     segpp-sink --frames 24 --out out/demo          # the node under /segpp
     segpp-sink --prefix /robot/segpp --save-every 10
 
-What it subscribes, how latency is measured and how files are named: segpp_ros.ros.sink.
+What it subscribes, how latency is measured and how files are named: segpp_ros.harness.sink.
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     import rclpy
     from rclpy.signals import SignalHandlerOptions
 
-    from ..ros.sink import Recorder, SinkSettings, make_sink_node
+    from ..harness.sink import Recorder, SinkSettings, make_sink_node
     from ..ros.spin import StopSignals, spin_until_stopped
 
     recorder = Recorder(SinkSettings(prefix=args.prefix, out=args.out, save_every=args.save_every,

@@ -4,7 +4,7 @@
 
 The node runs as its own process; this process is its camera (synthetic street scenes at
 --rate, cycling through --sizes, restarting now and then) and its operator (live parameter
-changes). What is sampled and how the summary is made: segpp_ros.ros.soak. A benchmark, not a
+changes). What is sampled and how the summary is made: segpp_ros.harness.soak. A benchmark, not a
 test: it prints a table and exits 0 unless the node died or exited badly. DDS must stay on this
 host: run it inside an isolated network namespace (tools/netns-run).
 """
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.report:
-        from ..ros.soak import format_summary, from_record, summarize
+        from ..harness.soak import format_summary, from_record, summarize
 
         with open(args.report) as f:
             samples, settings = from_record(json.load(f))
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: this starts DDS, which must not reach other hosts: run it inside an isolated network "
               f"namespace via `tools/netns-run {PROG} ...`", file=sys.stderr)
         return 2
-    from ..ros import soak
+    from ..harness import soak
     from ..training.data.scenes import render_scene
 
     settings = soak.Settings(minutes=args.minutes, rate_hz=args.rate, size_period_s=args.size_period,

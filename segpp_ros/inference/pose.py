@@ -40,7 +40,8 @@ from .preprocess import PinnedUploads, normalise, to_tensor, upload
 from .timing import DeviceTimer, on_stream
 from .vocab import COCO_FLIP_PAIRS, COCO_KEYPOINTS, COCO_SKELETON
 
-__all__ = ["PersonBox", "PersonPose", "PoseResult", "PoseEstimator", "person_boxes", "whole_frame_box",
+__all__ = ["PersonBox", "PersonPose", "PoseResult", "PoseEstimator", "person_boxes", "person_class_ids",
+           "whole_frame_box",
            "flip_correction", "HEATMAP_STRIDE", "DEFAULT_INPUT_SIZE"]
 
 HEATMAP_STRIDE = 4                      # SegFormer heads predict at a quarter of the input resolution
@@ -119,6 +120,25 @@ def _merge_close_boxes(boxes: np.ndarray, areas: np.ndarray, gap: float, sx: flo
         np.add.at(summed, slot, areas)
         boxes, areas = merged, summed
     return boxes, areas
+
+
+def person_class_ids(spec: str, classes: Sequence[str]) -> list[int]:
+    """'person,rider' or '11,12' (names or IDs, comma-separated) -> class IDs of a segmentation
+    model with ``classes``; raises ValueError naming what is unknown and what exists (worded to
+    follow the name of the setting, e.g. 'pose.person_classes names ...')."""
+    ids = []
+    for item in (c.strip() for c in spec.split(",")):
+        if not item:
+            continue
+        if item.isdigit() and int(item) < len(classes):
+            ids.append(int(item))
+        elif item in classes:
+            ids.append(classes.index(item))
+        else:
+            shown = ", ".join(classes[:24]) + (", ..." if len(classes) > 24 else "")
+            raise ValueError(f"names {item!r}, which the segmentation model does not have (its classes: {shown}); "
+                             f"use names or IDs 0..{len(classes) - 1}")
+    return ids
 
 
 def person_boxes(labels: np.ndarray, person_ids: Sequence[int] = (11,), min_area: int = 400,

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..model import MergeConfig, SegFormerPP
+from .colors import Palette
 from .graphs import GraphedForward
 from .labels import upsampled_argmax
 from .loader import load_for_inference
@@ -64,8 +65,8 @@ class Segmenter:
         self.model.set_merge(merge)
         n = self.model.num_outputs
         self.classes = list(self.model.classes or [f"class_{i}" for i in range(n)])
-        self.palette = np.array(self.model.palette or default_palette(n), dtype=np.uint8)
-        self._palette_t = torch.as_tensor(self.palette).to(self.device)
+        self.colors = Palette(np.array(self.model.palette or default_palette(n), dtype=np.uint8), self.device)
+        self.palette = self.colors.colors
         self._stream = torch.cuda.Stream(device=self.device) if self.device.type == "cuda" else None
         self._uploads = PinnedUploads()
         self.forward = GraphedForward(self.model, key=lambda: self.model.merge, enabled=cuda_graphs)
@@ -121,6 +122,11 @@ class Segmenter:
             results, timer = self.device_results(groups, output, network, color, overlay_alpha)
             # the one synchronisation of the call
             copied = [tuple(t.cpu().numpy() if t is not None else None for t in r) for r in results]
+        if self.device.type != "cuda" and (color or overlay_alpha is not None):
+            # on the CPU the colours and the overlay are lookups on the copied labels
+            images = [im for g in groups for im in g]
+            copied = [(labels, *self._render(labels, image, color, overlay_alpha))
+                      for (labels, _, _), image in zip(copied, images)]
         network_ms = timer.ms()
         total_ms = (time.perf_counter() - start) * 1000
         return [Segmentation(labels if self.label_dtype == np.uint8 else labels.astype(self.label_dtype),
@@ -160,31 +166,31 @@ class Segmenter:
 
     def _post(self, logits: torch.Tensor, pixels: torch.Tensor, size: tuple[int, int], color: bool,
               overlay_alpha: float | None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """On the device: labels [H, W], and the colours / overlay when asked for."""
+        """On the device: labels [H, W], and on a GPU the colours / overlay when asked for (the
+        CPU makes those from the copied labels, see ``batch``)."""
         index = upsampled_argmax(logits, size)
         labels = index.to(torch.uint8 if self.label_dtype == np.uint8 else torch.int32)
-        colors = overlay = None
-        if color or overlay_alpha is not None:
-            colors = self._palette_t[index.clamp(max=len(self.palette) - 1)]
-        if overlay_alpha is not None:
-            shown = colors
-            if shown.shape[:2] != pixels.shape[:2]:     # labels at network resolution: nearest
-                shown = F.interpolate(shown.permute(2, 0, 1)[None].float(), size=pixels.shape[:2],
-                                      mode="nearest")[0].permute(1, 2, 0)
-            overlay = (pixels.float() * (1 - overlay_alpha) + shown.float() * overlay_alpha).round().to(torch.uint8)
-        return labels, colors if color else None, overlay
+        if self.device.type != "cuda":
+            return labels, None, None
+        return (labels, *self._render(index, pixels, color, overlay_alpha))
+
+    def _render(self, labels: np.ndarray | torch.Tensor, image: np.ndarray | torch.Tensor, color: bool,
+                overlay_alpha: float | None) -> tuple[Any, Any]:
+        """(colours or None, overlay or None) of labels [h, w] over image [H, W, 3], both NumPy or
+        both tensors on the device."""
+        if not color and overlay_alpha is None:
+            return None, None
+        colors = self.colors.colorize(labels)
+        overlay = self.colors.overlay(image, colors, overlay_alpha) if overlay_alpha is not None else None
+        return colors if color else None, overlay
 
     def colorize(self, labels: np.ndarray) -> np.ndarray:
         """[H, W] class IDs -> [H, W, 3] uint8 palette colours."""
-        return self.palette[np.clip(labels, 0, len(self.palette) - 1)]
+        return self.colors.colorize(labels)
 
     def overlay(self, image: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
         """Blend the colour mask over the image; labels at another size are resized (nearest)."""
-        color = self.colorize(labels)
-        if color.shape[:2] != image.shape[:2]:
-            import cv2
-            color = cv2.resize(color, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
-        return (image.astype(np.float32) * (1 - alpha) + color.astype(np.float32) * alpha).round().astype(np.uint8)
+        return self.colors.overlay(image, self.colors.colorize(labels), alpha)
 
 
 def default_palette(n: int) -> list[list[int]]:

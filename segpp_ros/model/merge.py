@@ -278,25 +278,52 @@ PRESETS: dict[str, MergeConfig] = {
 }
 
 
+TOKEN_FIELDS: tuple[str, ...] = ("mode", "ratio", "cell")
+CONFIG_FIELDS: tuple[str, ...] = ("name", "preset", "stages", "downsample")
+
+
 def _token_merge(value: Any, where: str) -> TokenMerge:
+    """A TokenMerge from its dict form; errors name the field (``where``: e.g. 'stages[0].kv')."""
     if isinstance(value, TokenMerge):
         return value
     if value is None:
         return TokenMerge()
     if not isinstance(value, Mapping):
         raise ValueError(f"{where} must be a mapping with mode/ratio/cell, got {value!r}")
-    unknown = set(value) - {"mode", "ratio", "cell"}
+    unknown = sorted(set(value) - set(TOKEN_FIELDS))
     if unknown:
-        raise ValueError(f"{where} has unknown keys {sorted(unknown)}; allowed: mode, ratio, cell")
-    try:
-        return TokenMerge(str(value.get("mode", "none")), float(value.get("ratio", 0.0)),
-                          tuple(value.get("cell", (2, 2))))
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{where}: {err}") from None
+        raise ValueError(f"{where} has unknown keys {unknown}; allowed: {', '.join(TOKEN_FIELDS)}")
+    mode, ratio, cell = value.get("mode", "none"), value.get("ratio", 0.0), value.get("cell", (2, 2))
+    if mode not in STRATEGIES:
+        raise ValueError(f"{where}.mode {mode!r} is unknown; use one of {', '.join(STRATEGIES)}")
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= ratio < 1.0:
+        raise ValueError(f"{where}.ratio must be a number in [0, 1), got {ratio!r}")
+    if (isinstance(cell, (str, bytes)) or not isinstance(cell, (list, tuple)) or len(cell) != 2
+            or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in cell)):
+        raise ValueError(f"{where}.cell must be two positive integers [sy, sx], got {cell!r}")
+    return TokenMerge(str(mode), float(ratio), tuple(cell))
+
+
+def _stage_merge(value: Any, where: str) -> StageMerge:
+    if isinstance(value, StageMerge):
+        return value
+    if value is None:
+        return StageMerge()
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{where} must be a mapping with q and/or kv, got {value!r}")
+    unknown = sorted(set(value) - {"q", "kv"})
+    if unknown:
+        raise ValueError(f"{where} has unknown keys {unknown}; allowed: q, kv")
+    return StageMerge(_token_merge(value.get("q"), f"{where}.q"), _token_merge(value.get("kv"), f"{where}.kv"))
 
 
 def resolve_merge(config: str | MergeConfig | Mapping[str, Any]) -> MergeConfig:
-    """Turn a preset name, a MergeConfig or its dict form (``MergeConfig.to_dict``) into a MergeConfig."""
+    """Turn a preset name, a MergeConfig or its dict form (``MergeConfig.to_dict``) into a MergeConfig.
+
+    The dict form: ``stages`` (four entries, each ``{q: {mode, ratio, cell}, kv: {...}}``, a
+    missing token set or field meaning no merging), ``downsample`` (an integer >= 1), ``preset``
+    (a preset whose values the others override) and ``name``. Unknown keys and bad values raise
+    ValueError naming the field, e.g. ``stages[2].q.ratio``."""
     if isinstance(config, MergeConfig):
         return config
     if isinstance(config, str):
@@ -306,16 +333,22 @@ def resolve_merge(config: str | MergeConfig | Mapping[str, Any]) -> MergeConfig:
         return PRESETS[config]
     if not isinstance(config, Mapping):
         raise ValueError(f"merge configuration must be a preset name, MergeConfig or mapping, got {config!r}")
-    base = resolve_merge(str(config["preset"])) if "preset" in config else PRESETS["none"]
+    unknown = sorted(set(config) - set(CONFIG_FIELDS))
+    if unknown:
+        raise ValueError(f"merge configuration has unknown keys {unknown}; allowed: {', '.join(CONFIG_FIELDS)}")
+    if "preset" in config and config["preset"] not in PRESETS:
+        raise ValueError(f"preset {config['preset']!r} is unknown; use one of {', '.join(PRESETS)}")
+    base = PRESETS[config["preset"]] if "preset" in config else PRESETS["none"]
     stages = config.get("stages")
     if stages is None:
         stages = base.stages
     else:
-        if len(stages) != NUM_STAGES:
-            raise ValueError(f"merge 'stages' needs {NUM_STAGES} entries, got {len(stages)}")
-        stages = tuple(
-            s if isinstance(s, StageMerge) else StageMerge(
-                _token_merge(s.get("q"), f"stage {i + 1} q"), _token_merge(s.get("kv"), f"stage {i + 1} kv"))
-            for i, s in enumerate(stages))
+        if isinstance(stages, (str, bytes, Mapping)) or not isinstance(stages, (list, tuple)) \
+                or len(stages) != NUM_STAGES:
+            raise ValueError(f"stages must be a list of {NUM_STAGES} entries (one per encoder stage), got {stages!r}")
+        stages = tuple(_stage_merge(s, f"stages[{i}]") for i, s in enumerate(stages))
+    downsample = config.get("downsample", base.downsample)
+    if isinstance(downsample, bool) or not isinstance(downsample, int) or downsample < 1:
+        raise ValueError(f"downsample must be an integer >= 1, got {downsample!r}")
     name = str(config.get("name", base.name if "stages" not in config else "custom"))
-    return replace(base, name=name, stages=stages, downsample=int(config.get("downsample", base.downsample)))
+    return replace(base, name=name, stages=stages, downsample=downsample)

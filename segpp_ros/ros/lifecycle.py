@@ -22,6 +22,7 @@ from typing import Any
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.task import Future
 
+from ..inference.pipeline import PipelineHooks
 from .health import OK, WARN, Verdict
 from .node import NODE_NAME, SegppBehaviour, StartupError
 
@@ -29,10 +30,11 @@ from .node import NODE_NAME, SegppBehaviour, StartupError
 class SegppLifecycleNode(SegppBehaviour, LifecycleNode):
     READ_ONLY_DESCRIPTORS = False
 
-    def __init__(self, stop: threading.Event | None = None, autostart: bool = False, **kwargs: Any) -> None:
+    def __init__(self, stop: threading.Event | None = None, autostart: bool = False,
+                 hooks: PipelineHooks | None = None, **kwargs: Any) -> None:
         """autostart: configure and activate right away (a configure failure leaves it unconfigured)."""
         LifecycleNode.__init__(self, NODE_NAME, **kwargs)
-        self._declare(stop)
+        self._declare(stop, hooks)
         self.finalized = Future()  # done once shut down: the process then ends
         self._configure_error: str | None = None
         self.get_logger().info("managed node: unconfigured (ros2 lifecycle set "

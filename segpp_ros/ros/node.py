@@ -3,16 +3,16 @@
 A thin rclpy adapter over the inference core (segpp_ros.inference): parameters come from
 segpp_ros.ros.params, messages from segpp_ros.ros.conversions. Frames go through a keep-latest slot
 to one inference thread, so the executor never waits on the network and no stale frame
-is ever queued. SegppBehaviour holds what the node does; SegppNode runs it as a plain node
-(configured and active from the start), segpp_ros.ros.lifecycle as a managed (lifecycle) node.
+is ever queued. What a frame produces comes from the frame pipeline (segpp_ros.inference.pipeline),
+which segpp-bag runs too; the node adds threads, slots, QoS and publishing. SegppBehaviour holds
+what the node does; SegppNode runs it as a plain node (configured and active from the start),
+segpp_ros.ros.lifecycle as a managed (lifecycle) node, segpp_ros.ros.process the process.
 
     ros2 run segpp segpp_node --ros-args --params-file config/segpp.yaml -r image:=/camera/image
 """
 from __future__ import annotations
 
 import functools
-import os
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -37,15 +37,14 @@ from rclpy.exceptions import (  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
-from rclpy.signals import SignalHandlerOptions  # noqa: E402
 from segpp.msg import LabelInfo  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
-from ..inference.budget import SEG_LADDER, MergeBudget  # noqa: E402
 from ..inference.loader import precision_name  # noqa: E402
-from ..inference.segmenter import network_size  # noqa: E402
-from ..model.runtime import keep_freed_memory, release_freed_memory  # noqa: E402
-from . import faults  # noqa: E402
+from ..inference.pipeline import FramePipeline, FrameResult, PipelineHooks  # noqa: E402
+from ..inference.pipeline import Frame as PipelineFrame  # noqa: E402
+from ..inference.pose import person_class_ids  # noqa: E402
+from ..model.runtime import release_freed_memory  # noqa: E402
 from .cameras import Camera  # noqa: E402
 from .conversions import (  # noqa: E402
     ImageFormatError,
@@ -57,17 +56,13 @@ from .conversions import (  # noqa: E402
 )
 from .health import ERROR, FUTURE_TOLERANCE_S, OK, Health, Stage, Verdict  # noqa: E402
 from .params import ALL_SPECS, SPECS_BY_NAME, ParamSpec, Snapshot, validate_changes  # noqa: E402
-from .pose_stage import PoseItem, PoseJob, PoseLoadError, PoseOutput  # noqa: E402
+from .pose_stage import PoseJob, PoseLoadError, PoseOutput  # noqa: E402
 from .realtime import Counters, LatestPerKey, SlotWorker, Window  # noqa: E402
-from .spin import StopSignals, spin_until_stopped  # noqa: E402 -- StopSignals: run()'s argument type
 
 NODE_NAME = "segpp"
 LOG_EVERY_S = 5.0  # one line per problem kind per this many seconds
 MIN_SIDE = 32  # the network's smallest input: smaller frames are refused as bad input
 SHUTDOWN_TIMEOUT_S = 3.0  # one deadline for every worker thread to finish at shutdown
-# exit code of a node that refuses to start (sysexits' EX_CONFIG): the launch file does not respawn
-# it, since a restart cannot fix a parameter or a weights file; any other failure is respawned
-EXIT_REFUSED = 78
 
 
 class StartupError(RuntimeError):
@@ -130,9 +125,11 @@ class SegppBehaviour:
     # declares them changeable and refuses them unless it is unconfigured
     READ_ONLY_DESCRIPTORS = True
 
-    def _declare(self, stop: threading.Event | None) -> None:
-        """stop: set when the process is asked to stop; a warm-up in progress ends early."""
+    def _declare(self, stop: threading.Event | None, hooks: PipelineHooks | None) -> None:
+        """stop: set when the process is asked to stop; a warm-up in progress ends early.
+        hooks: what the frames meet on their way (the node's own tests inject faults there)."""
         self._stop_requested = stop or threading.Event()
+        self.hooks = hooks or PipelineHooks()
         for spec in ALL_SPECS:
             try:
                 self._declare_one(spec)
@@ -159,8 +156,8 @@ class SegppBehaviour:
         self._log_lock = threading.Lock()
         self._closing = threading.Event()  # set at shutdown: nothing is published from then on
         self._active = threading.Event()   # set while active: labels and keypoints are published
-        self.inject_faults = faults.enabled()
         self.segmenter: Any = None         # the models and threads exist while configured
+        self.pipeline: FramePipeline | None = None
         self.pose: PoseOutput | None = None
         self.worker: SlotWorker[Frame] | None = None
         self._image_publishers: list[Any] = []
@@ -183,12 +180,18 @@ class SegppBehaviour:
         StartupError (leaving nothing behind) when the models cannot be loaded."""
         segmenter = self._load_segmenter(self.values.merge)
         try:
-            pose = PoseOutput(self, segmenter.classes)
+            person_ids = person_class_ids(self.values["pose.person_classes"], segmenter.classes)
+        except ValueError as err:
+            # a segmentation model without persons must not stop a node that may only segment
+            person_ids = []
+            self.get_logger().warning(f"pose.person_classes {err}. Until then no person boxes come from the "
+                                      "segmentation (pose.box_source whole_frame still works)")
+        self.pipeline = FramePipeline(segmenter, person_ids=person_ids, hooks=self.hooks)
+        try:
+            pose = PoseOutput(self, self.pipeline)
         except (PoseLoadError, ValueError) as err:
             raise StartupError(str(err)) from None
         self.segmenter, self.pose = segmenter, pose
-        self._applied_merge = self.values.merge  # the merge object the worker applied last
-        self.merge_budget = MergeBudget(SEG_LADDER)
         qos = self._qos()
         events = PublisherEventCallbacks(incompatible_qos=self._on_incompatible_qos)
         self.cameras = [Camera(name) for name in self.values["cameras"] or [""]]
@@ -249,7 +252,7 @@ class SegppBehaviour:
         if self.pose is not None:
             self.pose.destroy_publishers()
         device = getattr(self.segmenter, "device", None)
-        self.segmenter = self.pose = self.worker = None
+        self.segmenter = self.pose = self.worker = self.pipeline = None
         import gc
 
         gc.collect()
@@ -333,13 +336,11 @@ class SegppBehaviour:
         if n == 0:
             return
         start = time.perf_counter()
-        image = np.zeros((480, 640, 3), np.uint8)
         for done in range(n):
             if self._stop_requested.is_set():
                 self.get_logger().info(f"warm-up: stopped after {done} frames (shutting down)")
                 return
-            self.segmenter(image, output=self.values["output_resolution"])
-            self.pose.warm_up()
+            self.pipeline.warm_up(self.values.frame)
         self.get_logger().info(f"warm-up: {n} frames in {time.perf_counter() - start:.2f} s")
 
     def _input_topic(self, camera: Camera) -> str:
@@ -422,7 +423,6 @@ class SegppBehaviour:
         then one batched forward pass per network input size, at most batch_max frames each. A
         frame that fails takes only its own batch with it."""
         settings = self.values  # one snapshot for all of them
-        self.segmenter.max_side = settings["max_side"] or None
         groups: dict[tuple[int, int], list[Decoded]] = {}
         for frame in frames:
             try:
@@ -431,13 +431,12 @@ class SegppBehaviour:
                 self._frame_failed(err, [frame.camera])
                 continue
             if decoded is not None:
-                size = network_size(*decoded.image.shape[:2], self.segmenter.max_side)
-                groups.setdefault(size, []).append(decoded)
-        for size, group in groups.items():
+                groups.setdefault(self.pipeline.network_size(decoded.image, settings.frame), []).append(decoded)
+        for group in groups.values():
             for first in range(0, len(group), settings["batch_max"]):
                 batch = group[first:first + settings["batch_max"]]
                 try:
-                    self._segment(size, batch, settings)
+                    self._segment(batch, settings)
                 except Exception as err:  # noqa: BLE001 -- counted for each frame's camera
                     self._frame_failed(err, [d.frame.camera for d in batch])
 
@@ -445,8 +444,7 @@ class SegppBehaviour:
         """The frame's RGB image, or None (counted as a problem of its camera) when it is too old
         or not an image we can read."""
         camera = frame.camera
-        if self.inject_faults:
-            faults.inject(frame.msg.header.frame_id)
+        self.hooks.frame(frame.msg.header.frame_id)
         header = frame.msg.header
         stamp = _stamp_ns(header)
         if stamp > 0:
@@ -474,26 +472,14 @@ class SegppBehaviour:
             return None
         return Decoded(frame, image, header, stamp)
 
-    def _segment(self, size: tuple[int, int], batch: list[Decoded], settings: Snapshot) -> None:
+    def _segment(self, batch: list[Decoded], settings: Snapshot) -> None:
         """One forward pass for frames of one network input size; each camera's outputs published
         with its own header."""
-        # colours and (without keypoints to draw on it) the overlay come with the labels: on a
-        # GPU they are made there and copied with them
-        want_color = any(d.frame.camera.wants("color") for d in batch)
-        overlays = [d.frame.camera.wants("overlay") for d in batch]
-        budget = settings["merge.budget_ms"]
-        # a batch takes longer than one frame: each batch size has costs of its own
-        key = size if len(batch) == 1 else (size, len(batch))
-        merge = self.merge_budget.choose(key, budget, settings.merge)
-        if merge is not self._applied_merge:
-            self.segmenter.set_merge(merge)
-            self._applied_merge = merge
-        start = time.perf_counter()
-        results = self.segmenter.batch([d.image for d in batch], output=settings["output_resolution"],
-                                       color=want_color, overlay_alpha=settings["overlay_alpha"]
-                                       if any(overlays) and not settings["pose.enable"] else None)
-        if self.inject_faults:
-            faults.slow_down(batch[0].header.frame_id, time.perf_counter() - start)
+        # colours and the overlay come with the labels: on a GPU they are made there and copied
+        # with them; the keypoint stage draws the skeletons on the overlay and publishes it
+        frames = [PipelineFrame(d.image, d.header.frame_id, d.frame.camera.name, d.frame.camera.wants("color"),
+                                d.frame.camera.wants("overlay"), context=d) for d in batch]
+        results, report = self.pipeline.segment(frames, settings.frame)
         # what the forward pass really ran with: the `threads` parameter, or PyTorch's default
         self.inference_threads = torch.get_num_threads()
         # the optional images are made only for subscribed outputs: counted, so that is visible
@@ -501,7 +487,7 @@ class SegppBehaviour:
                            ("overlay", sum(r.overlay is not None for r in results))):
             if made:
                 self.counters.bump(f"rendered_{leaf}", made)
-        if not self.merge_budget.record(key, merge, (time.perf_counter() - start) * 1000, budget):
+        if not report.budget_met:
             self.counters.bump("budget_missed")
         if len(batch) > 1:
             self.counters.bump("batches")
@@ -510,7 +496,7 @@ class SegppBehaviour:
         for d, result in zip(batch, results):
             camera, header = d.frame.camera, d.header
             self.publish(camera.publishers["label"], lambda: array_to_image(result.labels, header, encoding))
-            if camera.wants("color"):
+            if result.color is not None:
                 self.publish(camera.publishers["color"], lambda: array_to_image(result.color, header, "rgb8"))
             # latency and rates describe the labels; keypoints follow on the pose stage's thread
             self.health.output()
@@ -519,32 +505,22 @@ class SegppBehaviour:
             self.latency.add(latency)
             camera.latency.add(latency)
             self.network.add(result.network_ms)
-            self.model_time.add(result.total_ms)
-            self.own_time.add(latency - result.total_ms)
+            self.model_time.add(result.model_ms)
+            self.own_time.add(latency - result.model_ms)
             if d.stamp > 0:
                 self.age.add((self.get_clock().now().nanoseconds - d.stamp) / 1e6)
         if settings["pose.enable"]:
-            # the next frames' segmentation overlaps these frames' keypoints; the overlay, which
-            # shows both, is published by the pose stage
-            self.pose.put(PoseJob([PoseItem(d.frame.camera, d.image, result.labels, d.header, overlay)
-                                   for d, result, overlay in zip(batch, results, overlays)], settings))
+            # the next frames' segmentation overlaps these frames' keypoints
+            self.pose.put(PoseJob(results, settings))
             return
-        for d, result, overlay in zip(batch, results, overlays):
-            if overlay:
-                self.publish(d.frame.camera.publishers["overlay"],
-                             lambda: array_to_image(result.overlay, d.header, "rgb8"))
+        for result in results:
+            self.publish_overlay(result)
 
-    def publish_overlay(self, camera: Camera, image: np.ndarray, labels: np.ndarray, header: Any, pose: Any,
-                        settings: Snapshot) -> None:
-        """~/overlay of ``camera``: the colour mask over the image, with the skeletons of ``pose``
-        when given."""
-        def build() -> Image:
-            self.counters.bump("rendered_overlay")
-            overlay = self.segmenter.overlay(image, labels, settings["overlay_alpha"])
-            if pose is not None:
-                overlay = self.pose.draw(settings, overlay, pose)
-            return array_to_image(overlay, header, "rgb8")
-        self.publish(camera.publishers["overlay"], build)
+    def publish_overlay(self, result: FrameResult) -> None:
+        """~/overlay of the result's camera, when it was wanted (made)."""
+        if result.overlay is not None:
+            d: Decoded = result.frame.context
+            self.publish(d.frame.camera.publishers["overlay"], lambda: array_to_image(result.overlay, d.header, "rgb8"))
 
     def publish(self, publisher: Any, build: Any, always: bool = False) -> None:
         """Publish ``build()`` while active (``always``: also while configured or unconfigured, as
@@ -552,9 +528,7 @@ class SegppBehaviour:
         logged, never raised."""
         if self._closing.is_set() or not (always or self._active.is_set()):
             return
-        msg = build()
-        if self.inject_faults:
-            msg = faults.unpublishable(msg)
+        msg = self.hooks.outgoing(build())
         try:
             publisher.publish(msg)
         except Exception as err:  # noqa: BLE001 -- count, go on
@@ -642,8 +616,8 @@ class SegppBehaviour:
             "node_overhead_p50_ms": f"{self.own_time.percentile(50):.1f}",
             **{k: str(v) for k, v in sorted(counts.items())},
             "merge_preset": self.segmenter.model.merge.name, "merge_budget_ms": f"{values['merge.budget_ms']:g}",
-            "budget_met_pct": self.merge_budget.met_percent(values["merge.budget_ms"]),
-            "budget_costs_ms": self.merge_budget.costs_text(values["merge.budget_ms"]),
+            "budget_met_pct": self.pipeline.budget.met_percent(values["merge.budget_ms"]),
+            "budget_costs_ms": self.pipeline.budget.costs_text(values["merge.budget_ms"]),
             "device": str(self.segmenter.device),
             "precision": precision_name(self.segmenter.dtype), "threads": str(self.inference_threads),
             "max_side": str(values["max_side"]),
@@ -706,51 +680,8 @@ class SegppBehaviour:
 class SegppNode(SegppBehaviour, Node):
     """The plain node: configured and active from construction to shutdown."""
 
-    def __init__(self, stop: threading.Event | None = None, **kwargs: Any) -> None:
+    def __init__(self, stop: threading.Event | None = None, hooks: PipelineHooks | None = None, **kwargs: Any) -> None:
         Node.__init__(self, NODE_NAME, **kwargs)
-        self._declare(stop)
+        self._declare(stop, hooks)
         self._configure()
         self._activate()
-
-
-def run(args: list[str], signals: StopSignals, lifecycle: bool = False, autostart: bool = False) -> int:
-    """The node process: init rclpy, spin until ``signals`` asks for a stop, shut down within
-    SHUTDOWN_TIMEOUT_S. Exit codes: 0 after a stop request, EXIT_REFUSED (78) when the node refuses
-    to start (the reason is its one fatal log line).
-
-    ``signals`` must be installed before anything slow (imports, loading): SIGINT/SIGTERM, once or
-    repeatedly, at any moment then only ask for a stop: no KeyboardInterrupt in a thread join, no
-    traceback, exit code 0 (segpp_ros.cli.node installs them first thing). ``lifecycle``: run the
-    managed node (segpp_ros.ros.lifecycle), which ends when it is shut down (finalized), and
-    configures and activates itself at start with ``autostart``."""
-    keep_freed_memory()  # before DDS and the inference worker start their threads (see its docstring)
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    node = None
-    code = 0
-    finished = True
-    try:
-        if lifecycle:
-            from .lifecycle import SegppLifecycleNode
-
-            node = SegppLifecycleNode(stop=signals.event, autostart=autostart)
-            spin_until_stopped(node, node.finalized, signals.event)
-        else:
-            node = SegppNode(stop=signals.event)
-            spin_until_stopped(node, None, signals.event)
-    except StartupError as err:
-        rclpy.logging.get_logger(NODE_NAME).fatal(str(err))
-        code = EXIT_REFUSED
-    finally:
-        if node is not None:
-            finished = node.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
-        signals.finish()
-    if not finished:
-        # a worker is still inside a forward pass past the shutdown deadline: leave without
-        # waiting for it (interpreter teardown under a running native thread can crash)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    return code
-

@@ -9,13 +9,16 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any, Callable, Sequence
 
+import yaml
+
 from ..inference.budget import POSE_LADDER, SEG_LADDER
+from ..inference.pipeline import BOX_SOURCES, FrameSettings, PoseSettings
 from ..inference.timing import markdown_table
-from ..model.merge import NUM_STAGES, PRESETS, STRATEGIES, MergeConfig, StageMerge, TokenMerge, resolve_merge
+from ..model.merge import PRESETS, MergeConfig, resolve_merge
 from .cameras import check_camera_names
 
 Value = bool | int | float | str | list[int] | list[str]
@@ -71,49 +74,55 @@ def _device(value: str) -> str | None:
     return f"must be auto, cpu, cuda or cuda:N; got {value!r}"
 
 
-def _cell(value: Sequence[int]) -> str | None:
-    if len(value) != 2 or min(value) < 1:
-        return f"must be a merge cell of two positive integers [sy, sx]; got {list(value)!r}"
-    return None
-
-
 MERGE_PRESETS: tuple[str, ...] = (*PRESETS, "custom")
-TOKEN_SETS: tuple[str, ...] = ("q", "kv")
+CUSTOM_EXAMPLE = "{stages: [{kv: {mode: bsm, ratio: 0.6, cell: [2, 2]}}, {}, {q: {mode: n2d, cell: [2, 2]}}, {}]}"
+
+
+def parse_custom(text: str) -> MergeConfig:
+    """A ``<prefix>.custom`` value (YAML or JSON, the schema ``resolve_merge`` takes) as a
+    MergeConfig named 'custom'; empty: no merging. Raises ValueError naming the field."""
+    if not text.strip():
+        return MergeConfig("custom", PRESETS["none"].stages)
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        raise ValueError(f"is not YAML or JSON{at}: {getattr(err, 'problem', None) or err}") from None
+    if not isinstance(config, Mapping):
+        raise ValueError(f"must be a mapping such as {CUSTOM_EXAMPLE}, got {config!r}")
+    return replace(resolve_merge(config), name="custom")
+
+
+def _custom(text: str) -> str | None:
+    try:
+        parse_custom(text)
+    except ValueError as err:
+        return str(err)
+    return None
 
 
 def merge_specs(prefix: str, what: str, ladder: Sequence[str]) -> list[ParamSpec]:
     """The merge parameters of one model under ``prefix`` (e.g. 'merge', 'pose.merge').
 
-    ``<prefix>.preset`` picks a preset; with 'custom' the per-stage values
-    ``<prefix>.stage<i>.<q|kv>.{mode,ratio,cell}`` and ``<prefix>.downsample`` apply;
-    ``<prefix>.budget_ms`` lets a latency budget pick from ``ladder`` per frame.
+    ``<prefix>.preset`` picks a preset; with 'custom' the configuration in ``<prefix>.custom``
+    applies; ``<prefix>.budget_ms`` lets a latency budget pick from ``ladder`` per frame.
     """
-    specs = [
+    return [
         ParamSpec(f"{prefix}.preset", "none",
-                  f"token merging of the {what} model: a preset, or 'custom' to use the per-stage "
-                  f"{prefix}.stage<i>.* values; takes effect on the next frame", choices=MERGE_PRESETS),
+                  f"token merging of the {what} model: a preset, or 'custom' for the configuration in "
+                  f"{prefix}.custom; takes effect on the next frame", choices=MERGE_PRESETS),
         ParamSpec(f"{prefix}.budget_ms", 0.0,
                   f"latency budget of the {what} model per frame in ms; > 0: each frame runs the most accurate "
                   f"merge setting predicted to fit, from {prefix}.preset down the ladder "
                   f"{', '.join(ladder)}, predicted from the node's own measured times; 0: off, "
                   f"{prefix}.preset always", low=0.0, high=60_000.0),
-        ParamSpec(f"{prefix}.downsample", 1, f"custom merging only: input subsampling factor of the {what} model "
-                  "(the logits are upsampled back)", low=1, high=8),
+        ParamSpec(f"{prefix}.custom", "", f"the {what} model's merging with {prefix}.preset 'custom', as YAML or "
+                  "JSON in the Python API's schema: stages (4 entries of q and kv, each mode none/bsm/n2d, ratio, "
+                  f"cell [sy, sx]), downsample, and an optional base preset; e.g. {CUSTOM_EXAMPLE}; empty: no "
+                  "merging", check=_custom, constraint="YAML or JSON: {stages: [4 x {q: {mode, ratio, cell}, "
+                  "kv: {...}}], downsample: N, preset: P}"),
     ]
-    for i in range(1, NUM_STAGES + 1):
-        for tokens in TOKEN_SETS:
-            role = "queries" if tokens == "q" else "keys/values"
-            base = f"{prefix}.stage{i}.{tokens}"
-            specs += [
-                ParamSpec(f"{base}.mode", "none", f"custom merging only: how stage {i} merges its {role} "
-                          "(bsm: 2-D bipartite soft matching, n2d: neighbour averaging)", choices=tuple(STRATEGIES)),
-                ParamSpec(f"{base}.ratio", 0.0, f"custom merging only, bsm: fraction of stage {i} {role} removed",
-                          low=0.0, high=0.99),
-                ParamSpec(f"{base}.cell", [2, 2], f"custom merging only: grid cell [sy, sx] for stage {i} {role} "
-                          "(bsm: one destination per cell; n2d: cell averaged)", check=_cell,
-                          constraint="two positive integers [sy, sx]"),
-            ]
-    return specs
 
 
 def merge_from(values: Mapping[str, Any], prefix: str) -> MergeConfig:
@@ -121,11 +130,10 @@ def merge_from(values: Mapping[str, Any], prefix: str) -> MergeConfig:
     preset = values[f"{prefix}.preset"]
     if preset != "custom":
         return resolve_merge(preset)
-    stages = tuple(
-        StageMerge(*(TokenMerge(values[f"{prefix}.stage{i}.{t}.mode"], values[f"{prefix}.stage{i}.{t}.ratio"],
-                                tuple(values[f"{prefix}.stage{i}.{t}.cell"])) for t in TOKEN_SETS))
-        for i in range(1, NUM_STAGES + 1))
-    return MergeConfig("custom", stages, downsample=int(values[f"{prefix}.downsample"]))
+    try:
+        return parse_custom(values[f"{prefix}.custom"])
+    except ValueError as err:
+        raise ValueError(f"{prefix}.custom {err}") from None
 
 
 SEGMENTATION_SPECS: list[ParamSpec] = [
@@ -167,7 +175,7 @@ POSE_SPECS: list[ParamSpec] = [
               "the embedded COCO-17 model", read_only=True),
     ParamSpec("pose.box_source", "segmentation", "where person boxes come from: 'segmentation' (connected "
               "components of the person classes in the label image) or 'whole_frame' (one person filling "
-              "the image, e.g. a pre-cropped camera)", choices=("segmentation", "whole_frame")),
+              "the image, e.g. a pre-cropped camera)", choices=BOX_SOURCES),
     ParamSpec("pose.person_classes", "person,rider", "segmentation classes that are persons: names (from "
               "~/label_info) or class IDs, comma-separated", read_only=True, check=_class_list,
               constraint="class names or IDs, comma-separated, at least one"),
@@ -251,6 +259,65 @@ def validate_changes(current: Mapping[str, Any], changes: Mapping[str, Any],
     return None
 
 
+# ROS's own parameters, which a params file may set for any node
+ROS_PARAMETERS = re.compile(r"use_sim_time|qos_overrides\..*|start_type_description_service")
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested keys (as `ros2 param dump` writes them) joined with dots."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _applies_to(entry: str, node: str) -> bool:
+    """Whether a params file entry ('/**', 'segpp', '/robot/segpp', '/**/segpp', ...) names the node."""
+    entry = entry.strip("/")
+    return entry in ("**", node) or entry.endswith("/" + node) or entry in ("*",)
+
+
+def read_params_file(path: Any, node: str = "segpp") -> dict[str, Any]:
+    """The segpp parameters a ROS 2 params file gives a node named ``node`` (in any namespace):
+    its matching entries in file order (a later one wins, as in rcl), nested names joined with
+    dots, each value checked against its spec. Raises ValueError naming the file and the problem
+    (an unknown name, a bad value, no entry for the node)."""
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise ValueError(f"cannot read the params file {path}: {err}") from None
+    entries = [v["ros__parameters"] for k, v in (doc or {}).items()
+               if _applies_to(str(k), node) and isinstance(v, Mapping) and isinstance(v.get("ros__parameters"), Mapping)]
+    if not entries:
+        raise ValueError(f"the params file {path} has no entry for the node '{node}' (such as '/**:' or "
+                         f"'{node}:' with 'ros__parameters:')")
+    values: dict[str, Any] = {}
+    for entry in entries:
+        values.update(_flatten(entry))
+    ours = {}
+    for name, value in values.items():
+        spec = SPECS_BY_NAME.get(name)
+        if spec is None:
+            if not ROS_PARAMETERS.fullmatch(name):
+                raise ValueError(f"the params file {path} sets '{name}', which the segpp node does not have "
+                                 "(segpp-params --yaml lists them all)")
+            continue
+        value = float(value) if isinstance(spec.default, float) and isinstance(value, int) \
+            and not isinstance(value, bool) else value
+        reason = spec.validate(value)
+        if reason:
+            raise ValueError(f"the params file {path}: {reason}")
+        ours[name] = value
+    return ours
+
+
 # -- the params file and the docs/parameters.md table (segpp-params) ---------------------------------------------
 HEADER = """\
 # Every parameter of the segpp node with its default (generated by `segpp-params --yaml`;
@@ -291,30 +358,51 @@ def _names_merge(changes: Mapping[str, Any], prefix: str) -> bool:
     return any(k.startswith(prefix + ".") and k != f"{prefix}.budget_ms" for k in changes)
 
 
+def frame_settings(values: Mapping[str, Any], merge: MergeConfig, pose_merge: MergeConfig) -> FrameSettings:
+    """What the frame pipeline runs with, from a parameter view and its merge configurations."""
+    return FrameSettings(
+        max_side=values["max_side"] or None, output_resolution=values["output_resolution"],
+        overlay_alpha=values["overlay_alpha"], merge=merge, budget_ms=values["merge.budget_ms"],
+        pose=PoseSettings(
+            enable=values["pose.enable"], box_source=values["pose.box_source"],
+            min_box_area=values["pose.min_box_area"], merge_gap=values["pose.merge_gap"],
+            max_persons=values["pose.max_persons"], padding=values["pose.padding"],
+            flip_test=values["pose.flip_test"], merge=pose_merge, budget_ms=values["pose.merge.budget_ms"],
+            score_threshold=values["pose.score_threshold"], draw_overlay=values["pose.draw_overlay"]))
+
+
 @dataclass(frozen=True, eq=False)
 class Snapshot(Mapping):
-    """One consistent view of every parameter (read-only), with the merge configurations it
-    names. The node replaces its snapshot as a whole when parameters change, and each frame
-    reads one snapshot: no frame sees half of a multi-parameter change, and the workers apply a
-    merge change by noticing a new ``merge`` object, with nothing handed over that could be lost.
+    """One consistent view of every parameter (read-only), with the frame pipeline's settings it
+    names (``frame``, holding both merge configurations). The node replaces its snapshot as a
+    whole when parameters change, and each frame reads one snapshot: no frame sees half of a
+    multi-parameter change, and the pipeline applies a merge change by noticing a new merge
+    object, with nothing handed over that could be lost.
     """
 
     params: Mapping[str, Any]
-    merge: MergeConfig
-    pose_merge: MergeConfig
+    frame: FrameSettings
 
     @classmethod
     def of(cls, values: Mapping[str, Any]) -> Snapshot:
         """Raises ValueError when a merge configuration cannot be built from the values."""
         frozen = MappingProxyType(dict(values))
-        return cls(frozen, merge_from(frozen, "merge"), merge_from(frozen, "pose.merge"))
+        return cls(frozen, frame_settings(frozen, merge_from(frozen, "merge"), merge_from(frozen, "pose.merge")))
+
+    @property
+    def merge(self) -> MergeConfig:
+        return self.frame.merge
+
+    @property
+    def pose_merge(self) -> MergeConfig:
+        return self.frame.pose.merge
 
     def changed(self, changes: Mapping[str, Any]) -> Snapshot:
         """A new snapshot with ``changes`` applied; the merge objects are kept when unchanged."""
         values = MappingProxyType({**self.params, **changes})
         merge = merge_from(values, "merge") if _names_merge(changes, "merge") else self.merge
         pose_merge = merge_from(values, "pose.merge") if _names_merge(changes, "pose.merge") else self.pose_merge
-        return Snapshot(values, merge, pose_merge)
+        return Snapshot(values, frame_settings(values, merge, pose_merge))
 
     def __getitem__(self, name: str) -> Any:
         return self.params[name]

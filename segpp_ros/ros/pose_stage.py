@@ -1,26 +1,23 @@
-"""The pose part of the segpp node: person boxes -> top-down keypoints -> ~/keypoints, ~/markers.
+"""The pose part of the segpp node: keypoints of the segmented frames -> ~/keypoints, ~/markers, ~/overlay.
 
 Owned by SegppNode (segpp_ros.ros.node). A pipeline stage of its own: the segmentation thread
-hands each labelled frame over (keep-latest, like the camera input) and goes on with the next
-frame while this stage's thread computes the keypoints, so persons in view do not lower the
-label rate where there are cores (or a GPU) to spare. The parameter checks run on the executor.
+hands each segmented batch over (keep-latest, like the camera input) and goes on with the next
+frame while this stage's thread runs the frame pipeline's keypoint step (person boxes, the pose
+network, skeletons on the overlay), so persons in view do not lower the label rate where there
+are cores (or a GPU) to spare. The parameter checks run on the executor.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
-import numpy as np
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from segpp.msg import KeypointInfo, PersonKeypointsArray
 from visualization_msgs.msg import MarkerArray
 
-from ..inference.budget import POSE_LADDER, MergeBudget
-from ..inference.drawing import draw_skeletons
-from ..inference.pose import PoseEstimator, PoseResult, person_boxes, whole_frame_box
-from ..model.merge import MergeConfig
-from . import faults
+from ..inference.pipeline import FramePipeline, FrameResult
+from ..inference.pose import PoseEstimator
 from .keypoint_msgs import keypoint_info_message, keypoints_message, markers_message
 from .params import Snapshot
 from .realtime import SlotWorker, Window
@@ -30,62 +27,25 @@ class PoseLoadError(RuntimeError):
     """The pose weights cannot be loaded; the message names the file and the fix."""
 
 
-def person_class_ids(spec: str, classes: Sequence[str]) -> list[int]:
-    """'person,rider' or '11,12' (names or IDs, comma-separated) -> class IDs of the segmentation
-    model; raises ValueError naming what is unknown and what exists."""
-    ids = []
-    for item in (c.strip() for c in spec.split(",")):
-        if not item:
-            continue
-        if item.isdigit() and int(item) < len(classes):
-            ids.append(int(item))
-        elif item in classes:
-            ids.append(classes.index(item))
-        else:
-            shown = ", ".join(classes[:24]) + (", ..." if len(classes) > 24 else "")
-            raise ValueError(f"pose.person_classes names {item!r}, which the segmentation model does not have "
-                             f"(its classes: {shown}); use names or IDs 0..{len(classes) - 1}")
-    return ids
-
-
-@dataclass
-class PoseItem:
-    """One labelled frame: its camera (segpp_ros.ros.cameras), image [H, W, 3] RGB, labels [h, w]
-    (input or network resolution), the input header, and whether its ~/overlay is wanted."""
-
-    camera: Any
-    image: np.ndarray
-    labels: np.ndarray
-    header: Any
-    overlay: bool
-
-
 @dataclass
 class PoseJob:
-    """The frames of one segmentation batch (one per camera) for the pose stage, and the
-    parameter snapshot they were segmented with (the keypoints use the same one)."""
+    """The segmented frames of one batch (one per camera; each result's frame context is the
+    node's Decoded frame) and the parameter snapshot they were segmented with (the keypoints use
+    the same one)."""
 
-    items: list[PoseItem]
+    results: list[FrameResult]
     settings: Snapshot
 
 
 class PoseOutput:
     """Keypoints of the persons in each frame, published on ~/keypoints (and ~/markers)."""
 
-    def __init__(self, node: Any, classes: Sequence[str]) -> None:
-        """node: the SegppNode (its parameter snapshot, counters, throttled log and overlay publisher)."""
+    def __init__(self, node: Any, pipeline: FramePipeline) -> None:
+        """node: the SegppNode (its parameter snapshot, counters, throttled log and publishing);
+        pipeline: the node's frame pipeline, whose pose model this stage loads and runs."""
         self.node = node
+        self.pipeline = pipeline
         values = node.values
-        try:
-            self.person_ids = person_class_ids(values["pose.person_classes"], classes)
-        except ValueError as err:
-            # a segmentation model without persons must not stop a node that may only segment
-            self.person_ids = []
-            node.get_logger().warning(f"{err}. Until then no person boxes come from the segmentation "
-                                      "(pose.box_source whole_frame still works)")
-        self.estimator: PoseEstimator | None = None
-        self._applied_merge: MergeConfig | None = None  # the merge object last applied
-        self.merge_budget = MergeBudget(POSE_LADDER)
         # why the last load failed: no retry per frame (the weights are read-only), only when
         # pose.enable is switched on again
         self.load_failure: str | None = None
@@ -95,6 +55,10 @@ class PoseOutput:
         self._publishers: list[Any] = []
         if values["pose.enable"]:
             self.load(values)  # before any publisher exists: a failure leaves nothing behind
+
+    @property
+    def estimator(self) -> PoseEstimator | None:
+        return self.pipeline.pose
 
     def create_publishers(self) -> None:
         """The shared (latched) ~/keypoint_info."""
@@ -140,16 +104,11 @@ class PoseOutput:
                                  "parameter, leave it empty for the embedded model, or set pose.enable false")
             self.node.counters.bump("pose_load_errors")
             raise PoseLoadError(self.load_failure) from None
-        self.estimator = estimator
-        self._applied_merge = values.pose_merge
+        self.pipeline.pose = estimator
         if self._publishers:
             self.publish_info()  # loaded live: tell the subscribers now
         self.node.get_logger().info(f"pose: {estimator.describe()}, merge '{estimator.model.merge.name}'")
         return estimator
-
-    def warm_up(self) -> None:
-        if self.estimator is not None:
-            self.estimator(np.zeros((480, 640, 3), np.uint8), [whole_frame_box(480, 640)])
 
     def check(self, view: Mapping[str, Any]) -> str | None:
         """Node-specific validation of a parameter view (beyond segpp_ros.ros.params)."""
@@ -176,70 +135,38 @@ class PoseOutput:
 
     def _handle(self, job: PoseJob) -> None:
         values = job.settings
-        results: list[PoseResult | None] = [None] * len(job.items)
         if values["pose.enable"]:
             try:
-                results = self(values, job.items)
+                self(values, job.results)
             except PoseLoadError as err:
                 self.node.log_throttled("pose_load", f"{err} (keypoints are off until pose.enable is set again)",
                                         error=True)
-        for item, result in zip(job.items, results):
-            if item.overlay:
-                self.node.publish_overlay(item.camera, item.image, item.labels, item.header, result, values)
+        for result in job.results:
+            self.node.publish_overlay(result)
 
     def _failed(self, err: Exception) -> None:
         self.node.counters.bump("pose_errors")
         self.node.log_throttled("pose_error", f"keypoints failed: {type(err).__name__}: {err}", error=True)
 
-    def boxes(self, values: Mapping[str, Any], image_hw: tuple[int, int], labels: np.ndarray) -> list:
-        h, w = image_hw
-        if values["pose.box_source"] == "whole_frame":
-            return [whole_frame_box(h, w)]
-        scale = (w / labels.shape[1], h / labels.shape[0])
-        return person_boxes(labels, self.person_ids, min_area=values["pose.min_box_area"],
-                            merge_gap=values["pose.merge_gap"], scale=scale)
-
-    def __call__(self, values: Snapshot, items: Sequence[PoseItem]) -> list[PoseResult]:
+    def __call__(self, values: Snapshot, results: list[FrameResult]) -> None:
         """Keypoints of the frames of one batch (the persons of all cameras through one forward
-        pass), each published on its camera's ~/keypoints (and ~/markers)."""
+        pass), each published on its camera's ~/keypoints (and ~/markers), their skeletons drawn
+        on the results' overlays."""
         start = time.perf_counter()
-        if self.node.inject_faults:
-            faults.inject_pose(items[0].header.frame_id)
         estimator = self.load(values)
-        max_persons = values["pose.max_persons"]
-        boxes = [self.boxes(values, item.image.shape[:2], item.labels) for item in items]
-        persons = sum(min(len(b), max_persons) for b in boxes)
-        # the pose model's time grows with the persons in the batch (and doubles with flip_test)
-        budget, key = values["pose.merge.budget_ms"], (persons, values["pose.flip_test"])
-        merge = self.merge_budget.choose(key, budget, values.pose_merge)
-        if merge is not self._applied_merge:
-            estimator.set_merge(merge)
-            self._applied_merge = merge
-        estimator.padding = values["pose.padding"]
-        estimator.flip_test = values["pose.flip_test"]
-        model_start = time.perf_counter()
-        results = estimator.batch([(item.image, b) for item, b in zip(items, boxes)], max_persons)
-        if self.node.inject_faults:
-            faults.slow_down(items[0].header.frame_id, time.perf_counter() - model_start)
-        if persons and not self.merge_budget.record(key, merge, (time.perf_counter() - model_start) * 1000, budget):
+        report = self.pipeline.keypoints(results, values.frame)
+        if not report.budget_met:
             self.node.counters.bump("pose_budget_missed")
-        for item, result in zip(items, results):
-            camera, header = item.camera, item.header
-            self.node.publish(camera.publishers["keypoints"], lambda: keypoints_message(header, result))
+        for result in results:
+            camera, header, found = result.frame.context.frame.camera, result.frame.context.header, result.pose
+            self.node.publish(camera.publishers["keypoints"], lambda: keypoints_message(header, found))
             if camera.wants("markers"):
                 self.node.counters.bump("rendered_markers")
                 self.node.publish(camera.publishers["markers"], lambda: markers_message(
-                    header, result, estimator.skeleton, estimator.keypoint_names, values["pose.score_threshold"],
+                    header, found, estimator.skeleton, estimator.keypoint_names, values["pose.score_threshold"],
                     values["pose.marker_scale"]))
-        self.persons_last = sum(len(result.persons) for result in results)
+        self.persons_last = sum(len(result.pose.persons) for result in results)
         self.latency.add((time.perf_counter() - start) * 1000)
-        return results
-
-    def draw(self, values: Mapping[str, Any], overlay: np.ndarray, result: PoseResult) -> np.ndarray:
-        if self.estimator is None or not values["pose.draw_overlay"]:
-            return overlay
-        return draw_skeletons(overlay, [p.keypoints for p in result.persons], self.estimator.skeleton,
-                              self.estimator.keypoint_names, values["pose.score_threshold"])
 
     def status(self, values: Mapping[str, Any]) -> dict[str, str]:
         """Diagnostics key/values of the pose stage."""
@@ -250,7 +177,7 @@ class PoseOutput:
         return {"pose": "on" if enabled else "off", "pose_persons_last": str(self.persons_last if enabled else 0),
                 "pose_p50_ms": f"{self.latency.percentile(50):.1f}", "pose_merge_preset": merge,
                 "pose_merge_budget_ms": f"{values['pose.merge.budget_ms']:g}",
-                "pose_budget_met_pct": self.merge_budget.met_percent(values["pose.merge.budget_ms"]),
-                "pose_budget_costs_ms": self.merge_budget.costs_text(values["pose.merge.budget_ms"]),
+                "pose_budget_met_pct": self.pipeline.pose_budget.met_percent(values["pose.merge.budget_ms"]),
+                "pose_budget_costs_ms": self.pipeline.pose_budget.costs_text(values["pose.merge.budget_ms"]),
                 "pose_box_source": values["pose.box_source"],
                 "pose_dropped_overwritten": str(self.worker.slot.overwritten)}

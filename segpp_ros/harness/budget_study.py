@@ -121,7 +121,7 @@ def run(images: Sequence[np.ndarray], settings: Settings, log_dir: Path,
     from sensor_msgs.msg import Image
     from std_msgs.msg import Header
 
-    from .conversions import rgb_to_image
+    from ..ros.conversions import rgb_to_image
     from .graph import NodeProcess, Probe, diagnostics_status, end_run
 
     messages = [rgb_to_image(im, Header(frame_id=f"scene{i}"), "rgb8") for i, im in enumerate(images)]

@@ -266,7 +266,7 @@ def run_size(image: np.ndarray, settings: Settings, probe: Any, sender: Sender, 
     """All rounds of one camera image size through a fresh node process (image: RGB [H, W, 3])."""
     from std_msgs.msg import Header
 
-    from .conversions import rgb_to_image
+    from ..ros.conversions import rgb_to_image
     from .graph import NodeProcess
 
     h, w = image.shape[:2]

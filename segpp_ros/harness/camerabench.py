@@ -119,7 +119,7 @@ class Cameras:
         from sensor_msgs.msg import Image
         from std_msgs.msg import Header
 
-        from .conversions import rgb_to_image
+        from ..ros.conversions import rgb_to_image
 
         self.probe, self.names = probe, [f"cam{i}" for i in range(count)]
         self.msgs = [rgb_to_image(image, Header(), "rgb8") for _ in self.names]

@@ -137,7 +137,7 @@ def run(images: Sequence[np.ndarray], settings: Settings, log_dir: Path,
     from rclpy.qos import QoSProfile
     from std_msgs.msg import Header
 
-    from .conversions import rgb_to_image
+    from ..ros.conversions import rgb_to_image
     from .graph import NodeProcess, Probe, diagnostics_status, end_run
 
     messages = {f"{im.shape[0]}x{im.shape[1]}": rgb_to_image(im, Header(frame_id="soak_camera"), "rgb8")

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .env import ensure_ament_prefix, share_file
+from ..ros.env import ensure_ament_prefix, share_file
 
 
 def node_executable() -> Path:

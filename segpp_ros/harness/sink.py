@@ -187,7 +187,7 @@ class Recorder:
             if topic == "label":
                 picture = decode_label(msg)
             else:
-                from .conversions import image_to_rgb
+                from ..ros.conversions import image_to_rgb
 
                 picture = image_to_rgb(msg)  # a view over msg.data, which the closure keeps alive
         except ValueError as err:  # includes conversions.ImageFormatError

@@ -1,4 +1,4 @@
-"""A recorded bag through the node's pipeline, with no ROS graph (what segpp-bag runs).
+"""A recorded bag through the node's frame pipeline, with no ROS graph (what segpp-bag runs).
 
 The input is read with the ``rosbags`` library: a ROS 2 bag (sqlite3 or MCAP storage) or a
 ROS 1 bag. One image topic (sensor_msgs/Image or CompressedImage) is segmented, and the
@@ -18,14 +18,17 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
-from .conversions import ImageFormatError, array_to_image, compressed_to_rgb, image_to_rgb, label_encoding
-from .env import share_file
+from ..inference.pipeline import Frame, FramePipeline
+from ..inference.pose import person_class_ids
+from ..ros.conversions import ImageFormatError, array_to_image, compressed_to_rgb, image_to_rgb, label_encoding
+from ..ros.env import share_file
+from ..ros.params import SPECS_BY_NAME, Snapshot, defaults
 
 RAW, COMPRESSED = "raw", "compressed"
 # ROS 2 and ROS 1 names of the image types
@@ -39,11 +42,22 @@ class BagError(RuntimeError):
     """A bag that cannot be processed as asked; the message names the bag, the topic and the fix."""
 
 
+# the Options fields that are node parameters: a params file fills them, the command line overrides
+OPTION_PARAMS: dict[str, str] = {"weights": "weights", "device": "device", "precision": "precision",
+                                 "merge": "merge.preset", "max_side": "max_side", "pose": "pose.enable",
+                                 "overlay_alpha": "overlay_alpha", "score_threshold": "pose.score_threshold",
+                                 "person_classes": "pose.person_classes"}
+
+
 @dataclass(frozen=True)
 class Options:
     """What segpp-bag does: which topic (None: the bag's first image topic), what to write under
     ``prefix``, the model settings of the node's parameters of the same names, every ``every``-th
-    frame between ``start_s`` and ``end_s`` (seconds from the bag's start), and where."""
+    frame between ``start_s`` and ``end_s`` (seconds from the bag's start), and where.
+
+    ``params``: further node parameters (e.g. from the robot's params file, ``from_params``):
+    every setting of the frame pipeline that the fields here do not name, so a bag is labelled
+    as the node with those parameters labels its camera."""
 
     topic: str | None = None
     prefix: str = "/segpp"
@@ -62,6 +76,30 @@ class Options:
     end_s: float | None = None
     storage: str = "mcap"
     video_fps: float | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], **given: Any) -> Options:
+        """Options from node parameters (``read_params_file``), the ``given`` fields overriding them."""
+        fields = {name: params[param] for name, param in OPTION_PARAMS.items() if param in params}
+        if fields.get("weights") == "":
+            fields["weights"] = None
+        return cls(**{**fields, **given}, params=dict(params))
+
+    def snapshot(self) -> Snapshot:
+        """The node parameters these options amount to (the defaults for the rest); raises
+        BagError naming a bad one."""
+        values = {**defaults(), **self.params}
+        values.update({param: getattr(self, name) for name, param in OPTION_PARAMS.items()})
+        values["weights"] = values["weights"] or ""
+        for name, value in values.items():
+            reason = SPECS_BY_NAME[name].validate(value)
+            if reason:
+                raise BagError(f"bad setting: {reason}")
+        try:
+            return Snapshot.of(values)
+        except ValueError as err:
+            raise BagError(f"bad merge setting: {err}") from None
 
 
 @dataclass
@@ -198,59 +236,58 @@ class VideoWriter:
             self.writer.release()
 
 
-class Pipeline:
-    """The node's models and message builders for one frame at a time."""
+class Labeller:
+    """The frame pipeline with segpp-bag's options, and the messages each frame gives."""
 
     def __init__(self, options: Options) -> None:
         from ..inference import Segmenter
         from ..inference.pose import PoseEstimator
 
         self.options = options
-        self.segmenter = Segmenter(options.weights, device=options.device, precision=options.precision,
-                                   merge=options.merge, max_side=options.max_side or None)
-        self.pose = PoseEstimator(None, device=options.device, precision=options.precision,
-                                  merge="none") if options.pose and "keypoints" in options.outputs else None
-        from .pose_stage import person_class_ids
-
+        values = options.snapshot()
+        segmenter = Segmenter(options.weights, device=options.device, precision=options.precision,
+                              merge=values.merge, max_side=values.frame.max_side, cuda_graphs=values["cuda_graphs"])
+        pose = None
+        if values["pose.enable"] and "keypoints" in options.outputs:
+            pose = PoseEstimator(values["pose.weights"] or None, device=options.device, precision=options.precision,
+                                 merge=values.pose_merge, padding=values["pose.padding"],
+                                 flip_test=values["pose.flip_test"], cuda_graphs=values["cuda_graphs"])
         try:
-            self.person_ids = person_class_ids(options.person_classes, self.segmenter.classes)
+            person_ids = person_class_ids(options.person_classes, segmenter.classes)
         except ValueError as err:
-            raise BagError(str(err).replace("pose.person_classes", "--person-classes")) from None
+            raise BagError(f"--person-classes {err}") from None
+        self.pipeline = FramePipeline(segmenter, pose, person_ids)
+        self.settings = replace(values.frame, pose=replace(values.frame.pose, enable=pose is not None))
 
     def info_messages(self, stamp: Any) -> dict[str, Any]:
-        from .conversions import label_info_message
-        from .keypoint_msgs import keypoint_info_message
+        from ..ros.conversions import label_info_message
+        from ..ros.keypoint_msgs import keypoint_info_message
 
-        messages = {"label_info": label_info_message(self.segmenter, stamp)}
-        if self.pose is not None:
-            messages["keypoint_info"] = keypoint_info_message(self.pose.keypoint_names, self.pose.skeleton,
-                                                              self.pose.flip_pairs, stamp)
+        messages = {"label_info": label_info_message(self.pipeline.segmenter, stamp)}
+        pose = self.pipeline.pose
+        if pose is not None:
+            messages["keypoint_info"] = keypoint_info_message(pose.keypoint_names, pose.skeleton, pose.flip_pairs,
+                                                              stamp)
         return messages
 
     def frame(self, image: np.ndarray, header: Any, want_overlay: bool) -> tuple[dict[str, Any], np.ndarray | None]:
         """Output name -> message for one frame, and the overlay image (with skeletons) when wanted."""
-        from ..inference.drawing import draw_skeletons
-        from ..inference.pose import person_boxes
-        from .keypoint_msgs import keypoints_message
+        from ..ros.keypoint_msgs import keypoints_message
 
-        outputs, seg = self.options.outputs, self.segmenter
-        result = seg(image, color="color" in outputs, overlay_alpha=self.options.overlay_alpha if want_overlay else None)
+        outputs = self.options.outputs
+        result = self.pipeline([Frame(image, header.frame_id, color="color" in outputs, overlay=want_overlay)],
+                               self.settings)[0]
         messages = {}
         if "label" in outputs:
-            messages["label"] = array_to_image(result.labels, header, label_encoding(len(seg.classes)))
+            messages["label"] = array_to_image(result.labels, header,
+                                               label_encoding(len(self.pipeline.segmenter.classes)))
         if "color" in outputs:
             messages["color"] = array_to_image(result.color, header, "rgb8")
-        overlay = result.overlay
-        if self.pose is not None:
-            boxes = person_boxes(result.labels, self.person_ids)
-            pose = self.pose(image, boxes)
-            messages["keypoints"] = keypoints_message(header, pose)
-            if overlay is not None:
-                overlay = draw_skeletons(overlay, [p.keypoints for p in pose.persons], self.pose.skeleton,
-                                         self.pose.keypoint_names, self.options.score_threshold)
-        if overlay is not None and "overlay" in outputs:
-            messages["overlay"] = array_to_image(overlay, header, "rgb8")
-        return messages, overlay
+        if result.pose is not None:
+            messages["keypoints"] = keypoints_message(header, result.pose)
+        if result.overlay is not None and "overlay" in outputs:
+            messages["overlay"] = array_to_image(result.overlay, header, "rgb8")
+        return messages, result.overlay
 
 
 def _frames_in_range(reader: Any, topic: str, options: Options) -> tuple[Iterator[tuple[Any, int, bytes]], int | None]:
@@ -290,7 +327,7 @@ def process(source: Path, target: Path | None, options: Options, video: Path | N
         topics = image_topics(reader)
         summary.topic, summary.note = choose_topic(topics, options.topic, source)
         kind = topics[summary.topic]
-        pipeline = Pipeline(options)
+        labeller = Labeller(options)
         out = BagWriter(target, options.storage) if target is not None else None
         movie = VideoWriter(video, options.video_fps or estimated_fps(reader, summary.topic, options.every)) \
             if video is not None else None
@@ -320,9 +357,9 @@ def process(source: Path, target: Path | None, options: Options, video: Path | N
                     continue
                 header = rclpy_header(msg.header)
                 if out is not None and summary.processed == 0:
-                    for name, info in pipeline.info_messages(header.stamp).items():
+                    for name, info in labeller.info_messages(header.stamp).items():
                         out.write(f"{prefix}/{name}", info, timestamp)
-                outputs, overlay = pipeline.frame(image, header, "overlay" in options.outputs or movie is not None)
+                outputs, overlay = labeller.frame(image, header, "overlay" in options.outputs or movie is not None)
                 if out is not None:
                     for name, built in outputs.items():
                         out.write(f"{prefix}/{name}", built, timestamp)

@@ -33,7 +33,7 @@ def encode_messages(images: list[np.ndarray], settings: CameraSettings) -> list:
     """One ready-to-publish message per image, each with its own Header (stamped at publish)."""
     from std_msgs.msg import Header
 
-    from .conversions import rgb_to_compressed, rgb_to_image
+    from ..ros.conversions import rgb_to_compressed, rgb_to_image
 
     messages = []
     for image in images:

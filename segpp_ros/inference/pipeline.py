@@ -1,0 +1,244 @@
+"""One frame's journey: an image in, everything a frame produces out (no ROS).
+
+Every adapter runs frames through here: the node (which adds threads, the keep-latest slot, QoS
+and publishing) and segpp-bag (which adds reading and writing bags). A frame goes through two
+steps, each over a batch of frames (one per camera) and each with its own model:
+
+    segment     pre-processing, the segmentation network (its merge step chosen by the latency
+                budget), labels at input or network resolution, colours and the overlay when asked
+    keypoints   person boxes from the labels (or the whole frame), the pose network over every
+                person of the batch at once (its merge step from the pose budget), skeletons drawn
+                on the overlay
+
+The node runs them on two threads, so the keypoints of one frame overlap the segmentation of the
+next; segpp-bag runs them back to back (``__call__``). One FrameSettings object drives both: the
+node's parameters become one (segpp_ros.ros.params), segpp-bag's options another.
+
+``Frame.extras`` carries what later inputs add to a frame (camera_info, depth, detections);
+``Frame.context`` what the adapter needs back with the result (the node: camera and header).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Hashable, Sequence
+
+import numpy as np
+
+from ..model.merge import MergeConfig, resolve_merge
+from .budget import POSE_LADDER, SEG_LADDER, MergeBudget
+from .drawing import draw_skeletons
+from .pose import PersonBox, PoseEstimator, PoseResult, person_boxes, whole_frame_box
+from .segmenter import Segmenter, network_size
+
+BOX_SOURCES: tuple[str, ...] = ("segmentation", "whole_frame")
+SEGMENTATION, KEYPOINTS = "segmentation", "keypoints"
+
+
+@dataclass(frozen=True)
+class PoseSettings:
+    """The keypoint step: on or off, where person boxes come from (and which components count),
+    the crops, the pose model's merging and budget, and how skeletons are drawn."""
+
+    enable: bool = True
+    box_source: str = "segmentation"
+    min_box_area: int = 400
+    merge_gap: float = 0.0
+    max_persons: int = 8
+    padding: float = 1.25
+    flip_test: bool = False
+    merge: MergeConfig = field(default_factory=lambda: resolve_merge("none"))
+    budget_ms: float = 0.0
+    score_threshold: float = 0.15
+    draw_overlay: bool = True
+
+
+@dataclass(frozen=True)
+class FrameSettings:
+    """Everything that decides what a frame produces. ``max_side``: the network input's longer
+    side (None: the image's own); ``output_resolution``: labels at 'input' or 'network' size;
+    ``merge`` / ``budget_ms``: the segmentation model's merging and latency budget (0: off)."""
+
+    max_side: int | None = 1024
+    output_resolution: str = "input"
+    overlay_alpha: float = 0.5
+    merge: MergeConfig = field(default_factory=lambda: resolve_merge("none"))
+    budget_ms: float = 0.0
+    pose: PoseSettings = field(default_factory=PoseSettings)
+
+
+@dataclass(eq=False)
+class Frame:
+    """One input image [H, W, 3] uint8 RGB and what is wanted of it. ``frame_id``: the header's
+    (the hooks see it); ``camera``: which camera (batches hold one frame per camera);
+    ``color`` / ``overlay``: whether those images are wanted."""
+
+    image: np.ndarray
+    frame_id: str = ""
+    camera: Hashable = ""
+    color: bool = False
+    overlay: bool = False
+    extras: dict[str, Any] = field(default_factory=dict)
+    context: Any = None
+
+
+@dataclass(eq=False)
+class FrameResult:
+    """What a frame produced: labels [H, W] (or at network size), colours and overlay [H, W, 3]
+    when wanted (the overlay with skeletons once the keypoints ran), the persons' keypoints,
+    the merge steps used, and timings in ms (``network_ms``: the segmentation network alone,
+    ``model_ms``: the whole segmentation call, ``pose_ms``: the keypoint step)."""
+
+    frame: Frame
+    labels: np.ndarray
+    color: np.ndarray | None
+    overlay: np.ndarray | None
+    merge: str
+    network_ms: float
+    model_ms: float
+    pose: PoseResult | None = None
+    pose_merge: str = ""
+    pose_ms: float = 0.0
+
+
+@dataclass
+class BatchReport:
+    """What a step did to its batch: the merge step, whether it met its budget (True without one)."""
+
+    merge: str
+    budget_met: bool
+    persons: int = 0
+
+
+class PipelineHooks:
+    """The one seam through which a test reaches into running frames (the node's fault
+    injection, segpp_ros.harness.faults, overrides these); here every call does nothing.
+
+        frame(frame_id)                  a frame is about to be decoded (called by the adapter)
+        stage_start(stage, frame_id)     a model step begins on a batch (its first frame's id)
+        stage_end(stage, frame_id, s)    the step's model ran for s seconds
+        outgoing(message) -> message     an output is about to leave (called by the adapter)
+    """
+
+    def frame(self, frame_id: str) -> None:
+        pass
+
+    def stage_start(self, stage: str, frame_id: str) -> None:
+        pass
+
+    def stage_end(self, stage: str, frame_id: str, elapsed_s: float) -> None:
+        pass
+
+    def outgoing(self, message: Any) -> Any:
+        return message
+
+
+class FramePipeline:
+    """The models of a frame's journey and the latency budgets that choose their merge steps.
+
+    ``pose`` may be given later (the node loads it on first use); ``person_ids``: the
+    segmentation classes whose pixels are persons (``person_class_ids``).
+    """
+
+    def __init__(self, segmenter: Segmenter, pose: PoseEstimator | None = None, person_ids: Sequence[int] = (),
+                 hooks: PipelineHooks | None = None) -> None:
+        self.segmenter = segmenter
+        self.pose = pose
+        self.person_ids = list(person_ids)
+        self.hooks = hooks or PipelineHooks()
+        self.budget = MergeBudget(SEG_LADDER)
+        self.pose_budget = MergeBudget(POSE_LADDER)
+
+    def network_size(self, image: np.ndarray, settings: FrameSettings) -> tuple[int, int]:
+        """The network input size of an image: frames of one size share a batch."""
+        return network_size(*image.shape[:2], settings.max_side)
+
+    def __call__(self, frames: Sequence[Frame], settings: FrameSettings) -> list[FrameResult]:
+        """Both steps for frames of any sizes (one batch per network size), results in order."""
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, frame in enumerate(frames):
+            groups.setdefault(self.network_size(frame.image, settings), []).append(i)
+        results: list[FrameResult | None] = [None] * len(frames)
+        for indices in groups.values():
+            batch, _ = self.segment([frames[i] for i in indices], settings)
+            if settings.pose.enable and self.pose is not None:
+                self.keypoints(batch, settings)
+            for i, result in zip(indices, batch):
+                results[i] = result
+        return results  # type: ignore[return-value]
+
+    def warm_up(self, settings: FrameSettings, image_hw: tuple[int, int] = (480, 640)) -> None:
+        """One pass of each loaded model on a black frame of ``image_hw``: the first forward
+        allocates memory and picks kernels. The budgets learn nothing from it."""
+        h, w = image_hw
+        image = np.zeros((h, w, 3), np.uint8)
+        self.segmenter.max_side = settings.max_side
+        self.segmenter(image, output=settings.output_resolution)
+        if self.pose is not None:
+            self.pose(image, [whole_frame_box(h, w)])
+
+    # -- segmentation -------------------------------------------------------------------------------
+    def segment(self, frames: Sequence[Frame], settings: FrameSettings) -> tuple[list[FrameResult], BatchReport]:
+        """Labels (and the wanted colours and overlays) of frames that share one network input
+        size, from one forward pass; each frame's are the ones it gets alone."""
+        seg = self.segmenter
+        seg.max_side = settings.max_side
+        size = self.network_size(frames[0].image, settings)
+        # a batch takes longer than one frame: each batch size has costs of its own
+        key = size if len(frames) == 1 else (size, len(frames))
+        merge = self.budget.choose(key, settings.budget_ms, settings.merge)
+        if merge is not seg.model.merge:      # a new object: a parameter change or the budget's step
+            seg.set_merge(merge)
+        overlay = any(f.overlay for f in frames)
+        self.hooks.stage_start(SEGMENTATION, frames[0].frame_id)
+        start = time.perf_counter()
+        made = seg.batch([f.image for f in frames], output=settings.output_resolution,
+                         color=any(f.color for f in frames),
+                         overlay_alpha=settings.overlay_alpha if overlay else None)
+        self.hooks.stage_end(SEGMENTATION, frames[0].frame_id, time.perf_counter() - start)
+        met = self.budget.record(key, merge, (time.perf_counter() - start) * 1000, settings.budget_ms)
+        results = [FrameResult(f, m.labels, m.color if f.color else None, m.overlay if f.overlay else None,
+                               merge.name, m.network_ms, m.total_ms) for f, m in zip(frames, made)]
+        return results, BatchReport(merge.name, met)
+
+    # -- keypoints ----------------------------------------------------------------------------------
+    def boxes(self, result: FrameResult, settings: PoseSettings) -> list[PersonBox]:
+        """The person boxes of a segmented frame, in image px, largest first."""
+        h, w = result.frame.image.shape[:2]
+        if settings.box_source == "whole_frame":
+            return [whole_frame_box(h, w)]
+        labels = result.labels
+        scale = (w / labels.shape[1], h / labels.shape[0])
+        return person_boxes(labels, self.person_ids, min_area=settings.min_box_area,
+                            merge_gap=settings.merge_gap, scale=scale)
+
+    def keypoints(self, results: Sequence[FrameResult], settings: FrameSettings) -> BatchReport:
+        """The persons' keypoints of segmented frames (every person of the batch through one
+        pose forward pass), set on each result, and their skeletons drawn on its overlay."""
+        if self.pose is None:
+            raise RuntimeError("the keypoint step needs a pose model: FramePipeline(pose=...)")
+        s, pose = settings.pose, self.pose
+        boxes = [self.boxes(r, s) for r in results]
+        persons = sum(min(len(b), s.max_persons) for b in boxes)
+        # the pose model's time grows with the persons in the batch (and doubles with flip_test)
+        key = (persons, s.flip_test)
+        merge = self.pose_budget.choose(key, s.budget_ms, s.merge)
+        if merge is not pose.model.merge:
+            pose.set_merge(merge)
+        pose.padding, pose.flip_test = s.padding, s.flip_test
+        start = time.perf_counter()
+        self.hooks.stage_start(KEYPOINTS, results[0].frame.frame_id)
+        model_start = time.perf_counter()
+        found = pose.batch([(r.frame.image, b) for r, b in zip(results, boxes)], s.max_persons)
+        self.hooks.stage_end(KEYPOINTS, results[0].frame.frame_id, time.perf_counter() - model_start)
+        model_ms = (time.perf_counter() - model_start) * 1000
+        met = not persons or self.pose_budget.record(key, merge, model_ms, s.budget_ms)
+        for result, keypoints in zip(results, found):
+            result.pose, result.pose_merge = keypoints, merge.name
+            if result.overlay is not None and s.draw_overlay:
+                draw_skeletons(result.overlay, [p.keypoints for p in keypoints.persons], pose.skeleton,
+                               pose.keypoint_names, s.score_threshold)
+        elapsed = (time.perf_counter() - start) * 1000
+        for result in results:
+            result.pose_ms = elapsed
+        return BatchReport(merge.name, met, persons)
