@@ -29,6 +29,7 @@ setup(
             "segpp-soak = segpp_ros.cli.soak:main",
             "segpp-budget-study = segpp_ros.cli.budgetstudy:main",
             "segpp-bag = segpp_ros.cli.bag:main",
+            "segpp-walk = segpp_ros.cli.walk:main",
         ],
     },
 )

@@ -5,6 +5,11 @@
     ros2 launch segpp segpp.launch.py params_file:=/path/my_segpp.yaml namespace:=front
     ros2 launch segpp segpp.launch.py cameras:=front,rear     # front/image and rear/image, one model
     ros2 launch segpp segpp.launch.py image:=/camera/image_raw rviz:=true   # and RViz2 with config/segpp.rviz
+    ros2 launch segpp segpp.launch.py image:=/camera/image_raw use_sim_time:=true   # a bag played with --clock
+    ros2 launch segpp segpp.launch.py image:=/cam/image detections:=/yolo/detections   # with a detector's boxes
+
+The camera_info of the image is its sibling (image:=/camera/image_raw -> /camera/camera_info,
+image_transport's convention) unless camera_info:=... names another.
 
 Launch arguments left empty keep the value of the params file (config/segpp.yaml by default).
 lifecycle:=true starts the managed node instead (unconfigured until `ros2 lifecycle set /segpp
@@ -48,14 +53,22 @@ def _node(context, *args, **kwargs):
     cameras = [c.strip() for c in LaunchConfiguration("cameras").perform(context).split(",") if c.strip()]
     if cameras:
         overrides["cameras"] = cameras
+    sim_time = LaunchConfiguration("use_sim_time").perform(context)
+    if sim_time:
+        overrides["use_sim_time"] = _true(sim_time)
+    remappings = [("image", LaunchConfiguration("image")),
+                  ("image/compressed", [LaunchConfiguration("image"), "/compressed"])]
+    for name in ("camera_info", "detections"):
+        topic = LaunchConfiguration(name).perform(context)
+        if topic:
+            remappings.append((name, topic))
     node_kwargs = dict(
         package=PACKAGE,
         executable=EXECUTABLE,
         name=NODE_NAME,
         namespace=LaunchConfiguration("namespace"),
         parameters=[LaunchConfiguration("params_file"), overrides],
-        remappings=[("image", LaunchConfiguration("image")),
-                    ("image/compressed", [LaunchConfiguration("image"), "/compressed"])],
+        remappings=remappings,
         output="screen",
         emulate_tty=True,
     )
@@ -97,6 +110,15 @@ def generate_launch_description():
     default_params = os.path.join(get_package_share_directory(PACKAGE), "config", "segpp.yaml")
     arguments = [
         DeclareLaunchArgument("image", default_value="image", description="input image topic (base name)"),
+        DeclareLaunchArgument("camera_info", default_value="",
+                              description="camera_info topic of the image (empty: the image topic's sibling "
+                                          "camera_info, image_transport's convention)"),
+        DeclareLaunchArgument("detections", default_value="",
+                              description="a detector's vision_msgs/Detection2DArray topic, used with "
+                                          "pose.box_source detections (empty: detections, relative)"),
+        DeclareLaunchArgument("use_sim_time", default_value="",
+                              description="true: the node's clock follows /clock (a bag played with --clock, a "
+                                          "simulator) (empty: the params file's, by default false)"),
         DeclareLaunchArgument("cameras", default_value="",
                               description="several cameras through one model, comma-separated (front,rear): each "
                                           "subscribes <name>/image and publishes ~/<name>/label, ... (empty: the "

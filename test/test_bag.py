@@ -96,14 +96,15 @@ def test_a_bag_gets_what_the_node_publishes(tmp_path, storage) -> None:
     source = read_bag(tmp_path / "in")
     counts = {topic: len(v) for topic, v in got.items()}
     assert counts == {"/cam/image": 4, "/segpp/label": 4, "/segpp/color": 4, "/segpp/overlay": 4,
-                      "/segpp/keypoints": 4, "/segpp/label_info": 1, "/segpp/keypoint_info": 1}, counts
+                      "/segpp/keypoints": 4, "/segpp/persons": 4, "/segpp/label_info": 1, "/segpp/palette": 1,
+                      "/segpp/keypoint_info": 1}, counts
     # the input copied byte for byte, at its receive times
     assert [(t, raw) for t, _, raw in got["/cam/image"]] == [(t, raw) for t, _, raw in source["/cam/image"]]
     pose = PoseEstimator(None, device="cpu")
     person_ids = [11, 12]                                   # Cityscapes person, rider
     for i, image in enumerate(images):
         expected = core_labels(image)
-        for name in ("label", "color", "overlay", "keypoints"):
+        for name in ("label", "color", "overlay", "keypoints", "persons"):
             timestamp, msg, _ = got[f"/segpp/{name}"][i]
             assert timestamp == received(i), name                                  # at the input's receive time
             assert (msg.header.frame_id, msg.header.stamp.sec, msg.header.stamp.nanosec) == (
@@ -115,9 +116,28 @@ def test_a_bag_gets_what_the_node_publishes(tmp_path, storage) -> None:
         np.testing.assert_array_equal(colour, Segmenter(None, device="cpu", max_side=MAX_SIDE).colorize(expected))
         persons = got["/segpp/keypoints"][i][1].persons
         assert len(persons) == len(pose(image, person_boxes(expected, person_ids)).persons)
-    info = got["/segpp/label_info"][0][1]
-    assert len(info.class_names) == 19 and info.class_names[11] == "person"
+    info = got["/segpp/label_info"][0][1]                     # vision_msgs/LabelInfo
+    assert len(info.class_map) == 19 and info.class_map[11].class_name == "person"
+    assert len(got["/segpp/palette"][0][1].colors) == 3 * 19
     assert len(got["/segpp/keypoint_info"][0][1].names) == 17
+
+
+def test_the_output_topics_carry_the_qos_the_node_offers(tmp_path) -> None:
+    """ros2 bag play publishes each topic with its recorded QoS: the info topics latched (transient
+    local) as the node publishes them, the outputs reliable, the input as it was recorded."""
+    from rosbags.interfaces import QosDurability, QosReliability
+
+    write_bag(tmp_path / "in", frames(1))
+    process(tmp_path / "in", tmp_path / "out", Options(device="cpu", max_side=MAX_SIDE, pose=False))
+    with AnyReader([tmp_path / "out"]) as reader:
+        qos = {c.topic: c.ext.offered_qos_profiles for c in reader.connections}
+    for topic in ("/segpp/label_info", "/segpp/palette"):
+        assert [(q.reliability, q.durability, q.depth) for q in qos[topic]] == [
+            (QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL, 1)], topic
+    for topic in ("/segpp/label", "/segpp/color", "/segpp/overlay"):
+        assert [(q.reliability, q.durability) for q in qos[topic]] == [(QosReliability.RELIABLE,
+                                                                        QosDurability.VOLATILE)], topic
+    assert qos["/cam/image"] == []                  # the test's input bag recorded none
 
 
 def test_every_nth_frame_in_a_time_range(tmp_path) -> None:
@@ -128,14 +148,15 @@ def test_every_nth_frame_in_a_time_range(tmp_path) -> None:
     got = read_bag(tmp_path / "out")
     assert [m.header.frame_id for _, m, _ in got["/segpp/label"]] == ["cam_3", "cam_5", "cam_7"]
     assert len(got["/cam/image"]) == 6 and summary.read == 6 and summary.processed == 3
-    assert set(got) == {"/cam/image", "/segpp/label", "/segpp/label_info"}
+    assert set(got) == {"/cam/image", "/segpp/label", "/segpp/label_info", "/segpp/palette"}
 
 
 def test_only_the_outputs_asked_for_are_written(tmp_path) -> None:
     write_bag(tmp_path / "in", frames(2))
     process(tmp_path / "in", tmp_path / "out", Options(device="cpu", max_side=MAX_SIDE, outputs=("color",)))
     got = read_bag(tmp_path / "out")
-    assert set(got) == {"/cam/image", "/segpp/color", "/segpp/label_info"} and len(got["/segpp/color"]) == 2
+    assert set(got) == {"/cam/image", "/segpp/color", "/segpp/label_info", "/segpp/palette"}
+    assert len(got["/segpp/color"]) == 2
 
 
 def test_the_first_image_topic_unless_told_and_compressed_input(tmp_path) -> None:

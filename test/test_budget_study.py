@@ -6,6 +6,7 @@ import json
 
 import cv2
 import numpy as np
+import pytest
 
 from segpp_ros.harness.budget_study import Label, Phase, Settings, plot
 from segpp_ros.training.budget_eval import UNKNOWN, PresetReferences

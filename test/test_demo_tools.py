@@ -141,12 +141,16 @@ def test_sink_decodes_padded_labels(encoding, dtype) -> None:
 
 
 def test_sink_writes_classes_txt(tmp_path) -> None:
-    from segpp.msg import LabelInfo
+    from segpp.msg import LabelPalette
+    from vision_msgs.msg import LabelInfo, VisionClass
 
     from segpp_ros.harness.sink import Recorder, SinkSettings
 
     recorder = Recorder(SinkSettings(out=str(tmp_path)))
-    recorder.on_label_info(LabelInfo(class_names=["road", "sky"], palette=[128, 64, 128, 70, 130, 180]))
+    recorder.on_label_info(LabelInfo(class_map=[VisionClass(class_id=1, class_name="sky"),
+                                                VisionClass(class_id=0, class_name="road")]))
+    assert (tmp_path / "classes.txt").read_text() == "0 road 0 0 0\n1 sky 0 0 0\n"     # colours still to come
+    recorder.on_palette(LabelPalette(colors=[128, 64, 128, 70, 130, 180]))
     recorder.close()
     assert (tmp_path / "classes.txt").read_text() == "0 road 128 64 128\n1 sky 70 130 180\n"
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from segpp_ros.ros.health import DEATH_HOLD_S, ERROR, FUTURE_TOLERANCE_S, OK, STUCK_MIN_S, WARN, Health, Stage, Verdict
+from segpp_ros.ros.health import DEATH_HOLD_S, ERROR, OK, STUCK_MIN_S, WARN, Health, Stage, Verdict
 
 TOPIC = "/camera/image"
 
@@ -92,11 +92,15 @@ def test_a_dead_worker_is_an_error_for_the_hold_time() -> None:
     assert h.verdict([Stage("inference", False, None, 1.0)], 0.0, TOPIC, now=50.0).level == ERROR
 
 
-def test_future_stamps_warn_of_clock_skew() -> None:
+def test_skewed_stamps_warn_with_the_skew_and_its_likely_cause() -> None:
     h = Health(now=0.0)
     stream(h, 0.0, 1.0, 10, lambda t: h.output(t))
-    h.future_stamp(2.5, now=1.0)
+    h.stamp_skew(-2.5, now=1.0)
     v = h.verdict(idle(), 5.0, TOPIC, now=1.0)
-    assert v.level == WARN and "2.500 s ahead" in v.message and FUTURE_TOLERANCE_S < 2.5
+    assert v.level == WARN and "2.500 s ahead of this node's clock" in v.message and "chrony" in v.message
+    assert "segmented anyway" in v.message
     assert h.verdict(idle(), 5.0, TOPIC, now=7.0).level in (OK, WARN)   # out of the window
     assert "ahead" not in h.verdict(idle(), 0.0, TOPIC, now=7.0).message
+    h.stamp_skew(3600.0, now=8.0)                                       # an hour-old replay
+    v = h.verdict(idle(), 0.0, TOPIC, now=8.0)
+    assert v.level == WARN and "3600.000 s behind" in v.message and "--clock" in v.message

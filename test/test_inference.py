@@ -65,6 +65,7 @@ def test_offline_writes_pngs_and_reports(tmp_path, capsys) -> None:
     assert names == [f"scene00{i}_{k}.png" for i in range(2) for k in ("color", "label", "overlay")]
     text = capsys.readouterr().out
     assert "mIoU over all frames" in text and "frames/s" in text
+    assert "scene000: 64x128 " in text                  # HEIGHTxWIDTH, as --size takes it
 
 
 @pytest.mark.parametrize("classes,size,out", [(19, (36, 64), (270, 480)), (150, (30, 40), (240, 320)),

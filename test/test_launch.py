@@ -159,22 +159,67 @@ def test_default_params_file(launch: LaunchFile) -> None:
     assert isinstance(params, ast.List) and _launch_config_name(params.elts[0]) == "params_file"
 
 
-def test_remappings_are_the_node_inputs(launch: LaunchFile) -> None:
-    remaps = launch.keyword(launch.node(), "remappings")
-    assert isinstance(remaps, ast.List)
-    sources = [launch.value(r.elts[0]) for r in remaps.elts]
-    assert sources == ["image", "image/compressed"]
-    # node.py subscribes "image" (raw) or "image/compressed" (image_transport's name, see _compressed_topic)
+@pytest.mark.skipif(importlib.util.find_spec("launch_ros") is None, reason="launch_ros is not installed (no ROS)")
+@pytest.mark.parametrize("arguments, expected", [
+    ({"image": "/camera/image_raw"}, [("image", "/camera/image_raw"), ("image/compressed", "/camera/image_raw/compressed")]),
+    ({"image": "/cam/x", "camera_info": "/cam/calib", "detections": "/yolo/detections"},
+     [("image", "/cam/x"), ("image/compressed", "/cam/x/compressed"), ("camera_info", "/cam/calib"),
+      ("detections", "/yolo/detections")]),
+])
+def test_remappings_are_the_node_inputs(arguments, expected) -> None:
+    """image:= remaps the image (and its compressed sibling); camera_info:= and detections:= only when
+    given (camera_info is otherwise the image's sibling, found by the node); use_sim_time:= sets the
+    parameter only when given."""
+    from launch.utilities import perform_substitutions
+
+    context, opaque = _launch_context()
+    context.launch_configurations.update(respawn="false", **arguments)
+    (node,) = opaque.execute(context)
+    remaps = [(perform_substitutions(context, a), perform_substitutions(context, b))
+              for a, b in node._Node__remappings]
+    assert remaps == expected
     node_py = NODE_PY.read_text()
-    for topic in sources:
+    for topic, _ in remaps:                          # node.py subscribes each of them
         assert f'"{topic}"' in node_py, f"node.py never names the topic {topic!r}"
-    assert "create_subscription(" in node_py and '(Image, camera.input("image"))' in node_py
-    assert "(CompressedImage, camera.input_topic)" in node_py
-    # both targets follow the image:= launch argument
-    for r in remaps.elts:
-        target = r.elts[1]
-        first = target.elts[0] if isinstance(target, ast.List) else target
-        assert _launch_config_name(first) == "image", ast.unparse(r)
+    def overrides(node) -> dict:
+        return {perform_substitutions(context, list(k)): v for k, v in node._Node__parameters[1].items()}
+    assert "use_sim_time" not in overrides(node)
+    context.launch_configurations.update(use_sim_time="true")
+    (node,) = opaque.execute(context)
+    assert overrides(node)["use_sim_time"] is True
+
+
+def _launch_description():
+    """(context, launch description, share): the launch file's description and a LaunchContext
+    holding every launch argument's default; skips where segpp is not built into an ament prefix."""
+    from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+    from launch.actions import DeclareLaunchArgument
+    from launch.utilities import perform_substitutions
+
+    from launch import LaunchContext
+    from segpp_ros.ros.env import ensure_ament_prefix
+
+    ensure_ament_prefix()
+    try:
+        share = get_package_share_directory("segpp")
+    except PackageNotFoundError:
+        pytest.skip("segpp is not built into an ament prefix on AMENT_PREFIX_PATH")
+    spec = importlib.util.spec_from_file_location("segpp_launch", LAUNCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    ld = module.generate_launch_description()
+    context = LaunchContext()
+    context.launch_configurations.update({a.name: perform_substitutions(context, a.default_value)
+                                          for a in ld.entities if isinstance(a, DeclareLaunchArgument)})
+    return context, ld, share
+
+
+def _launch_context():
+    """A LaunchContext holding every launch argument's default, and the node's OpaqueFunction."""
+    from launch.actions import OpaqueFunction
+
+    context, ld, _ = _launch_description()
+    return context, [e for e in ld.entities if isinstance(e, OpaqueFunction)][0]
 
 
 def test_parameter_arguments_are_node_parameters(launch: LaunchFile) -> None:
@@ -202,29 +247,13 @@ def test_launch_arguments(launch: LaunchFile) -> None:
 
 @pytest.mark.skipif(importlib.util.find_spec("launch_ros") is None, reason="launch_ros is not installed (no ROS)")
 def test_generate_launch_description() -> None:
-    from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+    from launch.actions import OpaqueFunction
     from launch.utilities import perform_substitutions
 
-    from launch import LaunchContext
-    from segpp_ros.ros.env import ensure_ament_prefix
-
-    ensure_ament_prefix()
-    try:
-        share = get_package_share_directory("segpp")
-    except PackageNotFoundError:
-        pytest.skip("segpp is not built into an ament prefix on AMENT_PREFIX_PATH")
-    spec = importlib.util.spec_from_file_location("segpp_launch", LAUNCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    ld = module.generate_launch_description()
-
-    context = LaunchContext()
-    declared = {a.name: a for a in ld.entities if isinstance(a, DeclareLaunchArgument)}
-    assert {"image", "params_file", "namespace", "weights", "device"} <= set(declared)
-    defaults = {name: perform_substitutions(context, a.default_value) for name, a in declared.items()}
+    context, ld, share = _launch_description()
+    defaults = context.launch_configurations
+    assert {"image", "params_file", "namespace", "weights", "device"} <= set(defaults)
     assert Path(defaults["params_file"]) == Path(share) / "config" / "segpp.yaml"
-    context.launch_configurations.update(defaults)
     opaque, rviz = [e for e in ld.entities if isinstance(e, OpaqueFunction)]
     assert rviz.execute(context) == []                   # rviz:=false by default
     node, respawn = opaque.execute(context)             # respawn:=true by default: an exit handler too

@@ -48,9 +48,23 @@ def segmenting(group: ProcessGroup, count: int = 1) -> bool:
     return group.output().count("segmenting /") >= count
 
 
+def quoted_node_lines() -> list[str]:
+    """The node's log lines in docs/node.md's quoted launch session (what follows '[segpp]: ')."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "node.md").read_text()
+    session = text.split("$ ros2 launch segpp segpp.launch.py image:=/camera/image\n", 1)[1].split("```", 1)[0]
+    return [line.split("[segpp]: ", 1)[1] for line in session.splitlines() if "[segpp]: " in line]
+
+
 def test_ctrl_c_ends_launch_and_node_cleanly(launch):
-    group = launch("image:=/cam/image")
-    wait_for(lambda: segmenting(group), START_TIMEOUT, "the node to start under launch")
+    group = launch("image:=/camera/image")
+    wait_for(lambda: segmenting(group) and "QoS: " in group.output(), START_TIMEOUT, "the node to start under launch")
+    # the start-up the docs quote is what the node prints (timings aside; the merge line needs ros2 param set)
+    printed = re.sub(r"\x1b\[[0-9;]*m", "", group.output())
+    quoted = [q for q in quoted_node_lines() if not q.startswith("merge ->")]
+    assert len(quoted) == 5, quoted
+    for line in quoted:
+        pattern = re.escape(line).replace(r"0\.68\ s", r"[0-9.]+\ s")
+        assert re.search(r"\[segpp\]: " + pattern + "$", printed, re.M), (line, printed[-3000:])
     group.interrupt()                                # the terminal's Ctrl-C: launch and node both get it
     code = group.wait(15)
     out = group.output()

@@ -1,6 +1,6 @@
 """README claims about the node that no other test held it to, each through the real node
-process: QoS (a mismatched peer counted and told the fix; reliable delivery when configured),
-max_frame_age (0 disables it, live; stamp 0 is never stale), and the start-up refusals of a
+process: QoS (a mismatched peer counted, named and told the fix; ROS's qos_overrides parameters),
+max_frame_age (opt-in, live; stamp 0 is never stale), and the start-up refusals of a
 variant mismatch and of a wrong-type parameter given with -p; precision (bf16 on the CPU) and
 threads as they run."""
 from __future__ import annotations
@@ -50,16 +50,20 @@ def graph(tmp_path_factory):
     assert node.stop() == 0
 
 
-def test_a_subscriber_asking_for_reliable_labels_is_counted_and_told_the_fix(graph):
-    # the default output QoS is best effort: a reliable subscriber cannot be matched
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
+def test_an_incompatible_subscriber_is_counted_named_and_told_the_fix(graph):
+    # the labels are reliable and volatile: a subscriber asking for transient local cannot be matched
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
     node, probe = graph
-    probe.subscribe(Image, f"/{NAME}/label", QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+    probe.subscribe(Image, f"/{NAME}/label", QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                                        durability=DurabilityPolicy.TRANSIENT_LOCAL))
     wait_for(lambda: int(diagnostics_values(probe, f"/{NAME}").get("incompatible_qos", 0)) > 0, 30,
              "the incompatible_qos counter", node)
-    wait_for(lambda: "set qos.reliability" in node.output(), 10, "the log line naming the fix", node)
+    assert diagnostics_values(probe, f"/{NAME}")["incompatible_qos_peers"] == f"a subscriber of /{NAME}/label"
+    wait_for(lambda: f"a subscriber of /{NAME}/label requests a QoS this node's publisher does not offer "
+                     "(durability" in node.output(), 10, "the log line naming topic, peer and policy", node)
+    assert f"qos_overrides./{NAME}/label.publisher.durability" in node.output()
 
 
 def test_max_frame_age_zero_turns_the_check_off_live_and_zero_stamps_are_never_stale(graph):
@@ -71,14 +75,20 @@ def test_max_frame_age_zero_turns_the_check_off_live_and_zero_stamps_are_never_s
     assert (out.header.stamp.sec, out.header.stamp.nanosec) == (0, 0)
     np.testing.assert_array_equal(labels_of(out), expected)
     before = int(diagnostics_values(probe, f"/{NAME}").get("dropped_stale", 0))
-    assert set_params(probe, NAME, max_frame_age=0.0)[0].successful
+    old = make_frame(probe, SCENE)
+    old.header.stamp.sec -= 600                              # ten minutes old: answered by default
+    np.testing.assert_array_equal(labels_of(roundtrip_as_sent(graph, old)), expected)
+    assert int(diagnostics_values(probe, f"/{NAME}").get("dropped_stale", 0)) == before
+    assert set_params(probe, NAME, max_frame_age=1.0)[0].successful
     try:
-        old = make_frame(probe, SCENE)
-        old.header.stamp.sec -= 600                              # ten minutes old: answered now
-        np.testing.assert_array_equal(labels_of(roundtrip_as_sent(graph, old)), expected)
-        assert int(diagnostics_values(probe, f"/{NAME}").get("dropped_stale", 0)) == before
+        older = make_frame(probe, SCENE)
+        older.header.stamp.sec -= 600
+        probe.camera.publish(older)
+        wait_for(lambda: int(diagnostics_values(probe, f"/{NAME}").get("dropped_stale", 0)) > before, 30,
+                 "dropped_stale with max_frame_age 1", node, every=lambda: probe.camera.publish(older))
     finally:
-        assert set_params(probe, NAME, max_frame_age=1.0)[0].successful
+        assert set_params(probe, NAME, max_frame_age=0.0)[0].successful
+    np.testing.assert_array_equal(labels_of(roundtrip_as_sent(graph, old)), expected)      # live: answered again
 
 
 def roundtrip_as_sent(graph, msg):
@@ -98,21 +108,37 @@ def roundtrip_as_sent(graph, msg):
     return out
 
 
-def test_reliable_qos_and_depth_deliver_to_a_reliable_subscriber(tmp_path):
+def test_qos_overrides_parameters_change_an_output_and_an_input(tmp_path):
+    """ROS's standard qos_overrides.<topic>.<publisher|subscription>.<policy> parameters: the labels
+    made best effort, the input reliable (it then refuses a best-effort camera, named)."""
     require_isolated_network()
+    from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
-    name = "segpp_reliable"
-    node = NodeProcess(tmp_path, {**PARAMS, "qos.reliability": "reliable", "qos.depth": 3}, {"image": "/rel/image"},
-                       name=name)
+    name = "segpp_overridden"
+    overrides = {f"qos_overrides./{name}/label.publisher.reliability": "best_effort",
+                 f"qos_overrides./{name}/label.publisher.depth": 3,
+                 "qos_overrides./ovr/image.subscription.reliability": "reliable"}
+    node = NodeProcess(tmp_path, {**PARAMS, **overrides}, {"image": "/ovr/image"}, name=name)
     probe = Probe(f"{name}_probe")
     try:
-        probe.subscribe(Image, f"/{name}/label", QoSProfile(depth=3, reliability=ReliabilityPolicy.RELIABLE))
-        probe.camera = probe.publisher(Image, "/rel/image", reliable=True)
+        probe.subscribe(Image, f"/{name}/label", QoSProfile(depth=3, reliability=ReliabilityPolicy.BEST_EFFORT))
+        probe.subscribe(DiagnosticArray, "/diagnostics", QoSProfile(depth=50))
+        probe.camera = probe.publisher(Image, "/ovr/image", reliable=True)
         out = roundtrip((node, probe), make_frame(probe, SCENE), f"/{name}/label", 120)
         np.testing.assert_array_equal(labels_of(out), reference_labels(SCENE, PARAMS["max_side"]))
-        assert "incompatible QoS" not in node.output()
+        log = node.output()
+        assert f"outputs best_effort, keep_last 3, volatile: /{name}/label" in log, log[-3000:]
+        assert "inputs reliable, keep_last 1, volatile: /ovr/image" in log, log[-3000:]
+        # a reliable subscriber is now incompatible with the labels, a best-effort camera with the input
+        probe.subscribe(Image, f"/{name}/label", QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+        probe.publisher(Image, "/ovr/image")
+        wait_for(lambda: {f"a subscriber of /{name}/label", "a publisher of /ovr/image"} <= set(
+            (diagnostics_values(probe, f"/{name}") or {}).get("incompatible_qos_peers", "").split(", ")), 30,
+            "both incompatible peers named on /diagnostics", node)
+        wait_for(lambda: "the publisher of /ovr/image offers a QoS this node's subscription cannot accept "
+                         "(reliability" in node.output(), 10, "the input's warning", node)
     finally:
         probe.close()
         assert node.stop() == 0

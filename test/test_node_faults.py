@@ -199,7 +199,7 @@ def test_stamps_ahead_of_the_node_clock_warn_of_clock_skew(graph):
     publish_ahead()
     wait_for(lambda: status(probe)[0] == WARN and "ahead of this node's clock" in status(probe)[1], 30,
              "the clock-skew warning", node, every=publish_ahead)
-    assert counter(probe, "future_stamps", f"/{NAME}") > 0
+    assert counter(probe, "skewed_stamps", f"/{NAME}") > 0
     good_answer(graph)
 
 

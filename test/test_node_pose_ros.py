@@ -12,6 +12,7 @@ from segpp_ros.training.data.scenes import render_scene
 from .conftest import one_thread
 from .rosgraph import (
     NodeProcess,
+    answer,
     Probe,
     counter,
     diagnostics_values,
@@ -130,7 +131,14 @@ def test_markers_for_rviz(graph):
                        30, "~/markers of the frame")[-1].markers
     assert markers[0].action == Marker.DELETEALL
     _, expected = reference_poses(SCENE)
-    assert [m.type for m in markers[1:]] == [Marker.LINE_LIST, Marker.POINTS] * len(expected.persons)
+    assert [m.type for m in markers[1:]] == [Marker.LINE_LIST, Marker.POINTS, Marker.TEXT_VIEW_FACING] * len(
+        expected.persons)
+    # per person its track id: marker ids 3t, 3t + 1, 3t + 2, the text the id, as on ~/keypoints
+    out = answer(probe, f"/{NAME}/keypoints", frame)
+    tracks = [p.track_id for p in out.persons]
+    assert len(set(tracks)) == len(tracks) and min(tracks) >= 1
+    assert [m.id for m in markers[1:]] == [3 * t + k for t in tracks for k in range(3)]
+    assert [m.text for m in markers[3::3]] == [str(t) for t in tracks]
     assert all(m.header.frame_id == frame.header.frame_id for m in markers)
     # per person, from the core's keypoints: joints at or above the score threshold, edges whose
     # two ends are, each edge in its limb's colour, in metres (pose.marker_scale per pixel)
@@ -138,7 +146,7 @@ def test_markers_for_rviz(graph):
 
     scale, threshold = 0.001, 0.15                           # the defaults of the node
     for i, person in enumerate(expected.persons):
-        lines, joints = markers[1 + 2 * i], markers[2 + 2 * i]
+        lines, joints = markers[1 + 3 * i], markers[2 + 3 * i]
         kp = person.keypoints
         shown = kp[:, 2] >= threshold
         assert 0 < shown.sum() < K or shown.all()

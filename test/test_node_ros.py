@@ -41,16 +41,18 @@ def graph(tmp_path_factory):
     require_isolated_network()
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-    from segpp.msg import LabelInfo
+    from segpp.msg import LabelPalette
     from sensor_msgs.msg import Image
+    from vision_msgs.msg import LabelInfo
 
     node = NodeProcess(tmp_path_factory.mktemp("node"), NODE_PARAMS, {"image": IMAGE_TOPIC})
     probe = Probe("segpp_test_probe")
     for topic in ("/segpp/label", "/segpp/color", "/segpp/overlay"):
         probe.subscribe(Image, topic)
     probe.subscribe(DiagnosticArray, "/diagnostics", QoSProfile(depth=50))
-    probe.subscribe(LabelInfo, "/segpp/label_info", QoSProfile(
-        depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    probe.subscribe(LabelInfo, "/segpp/label_info", latched)
+    probe.subscribe(LabelPalette, "/segpp/palette", latched)
     probe.camera = probe.publisher(Image, IMAGE_TOPIC)
     wait_for(lambda: diagnostics_values(probe), START_TIMEOUT, "the node's first diagnostics", node)
     yield node, probe
@@ -75,17 +77,20 @@ def test_label_image_matches_inference_core(graph):
     np.testing.assert_array_equal(labels_of(out), reference_labels(SCENE))
 
 
-def test_colour_overlay_and_label_info(graph):
+def test_colour_overlay_label_info_and_palette(graph):
     node, probe = graph
     msg = make_frame(probe, SCENE)
     color = roundtrip(graph, msg, "/segpp/color")
     overlay = wait_for(lambda: answer(probe, "/segpp/overlay", msg), 30, "the overlay", node)
     info = wait_for(lambda: probe.messages("/segpp/label_info"), 30, "latched label_info", node)[-1]
+    colors = wait_for(lambda: probe.messages("/segpp/palette"), 30, "latched palette", node)[-1]
     assert (color.encoding, overlay.encoding) == ("rgb8", "rgb8")
     assert (color.height, color.width, overlay.height, overlay.width) == (H, W, H, W)
     from segpp_ros.inference.vocab import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
-    assert list(info.class_names) == list(CITYSCAPES_CLASSES)
-    palette = np.array(info.palette, np.uint8).reshape(-1, 3)
+    # vision_msgs/LabelInfo: class id -> name
+    assert [(c.class_id, c.class_name) for c in info.class_map] == list(enumerate(CITYSCAPES_CLASSES))
+    assert "MiT-B0" in colors.model and colors.weights.endswith(".safetensors")
+    palette = np.array(colors.colors, np.uint8).reshape(-1, 3)
     np.testing.assert_array_equal(palette, np.array(CITYSCAPES_PALETTE, np.uint8))
     labels = reference_labels(SCENE)
     rgb = np.frombuffer(bytes(color.data), np.uint8).reshape(H, W, 3)
@@ -210,15 +215,19 @@ def test_bad_inputs_are_counted_and_the_node_keeps_going(graph):
         assert words in log, f"no log line about {words!r}"
 
 
-def test_stale_frames_are_dropped_and_counted(graph):
+def test_stale_frames_are_dropped_and_counted_when_max_frame_age_is_set(graph):
     node, probe = graph
-    msg = make_frame(probe, SCENE)
-    msg.header.stamp.sec -= 30  # older than max_frame_age (1 s)
-    probe.camera.publish(msg)
-    wait_for(lambda: int(diagnostics_values(probe).get("dropped_stale", 0)) > 0, 30, "dropped_stale count", node,
-             every=lambda: probe.camera.publish(msg))
-    roundtrip(graph, make_frame(probe, SCENE))           # a fresh frame is answered; the stale one never was
-    assert answer(probe, "/segpp/label", msg) is None
+    assert set_params(probe, max_frame_age=1.0)[0].successful        # opt-in: off by default
+    try:
+        msg = make_frame(probe, SCENE)
+        msg.header.stamp.sec -= 30  # older than max_frame_age (1 s)
+        probe.camera.publish(msg)
+        wait_for(lambda: int(diagnostics_values(probe).get("dropped_stale", 0)) > 0, 30, "dropped_stale count", node,
+                 every=lambda: probe.camera.publish(msg))
+        roundtrip(graph, make_frame(probe, SCENE))           # a fresh frame is answered; the stale one never was
+        assert answer(probe, "/segpp/label", msg) is None
+    finally:
+        assert set_params(probe, max_frame_age=0.0)[0].successful
 
 
 def test_publishing_faster_than_inference_never_grows_latency(graph):

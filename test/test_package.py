@@ -141,7 +141,7 @@ def test_share_files(workspace: Workspace) -> None:
 
 def test_generated_messages(workspace: Workspace) -> None:
     pkg = workspace.site / PACKAGE
-    assert (pkg / "msg" / "_label_info.py").is_file()
+    assert (pkg / "msg" / "_label_palette.py").is_file()
     for msg in (ROOT / "msg").glob("*.msg"):
         assert (pkg / "msg" / f"_{_snake(msg.stem)}.py").is_file(), msg.name
     assert list(pkg.glob(f"{PACKAGE}_s__rosidl_typesupport_c*.so")), "no C type support extension"
@@ -166,15 +166,15 @@ def test_python_package(workspace: Workspace) -> None:
 
 IMPORT_CHECK = """
 import json, os
-from segpp.msg import LabelInfo, PersonKeypointsArray
-for t in (LabelInfo, PersonKeypointsArray):
+from segpp.msg import LabelPalette, PersonKeypointsArray
+for t in (LabelPalette, PersonKeypointsArray):
     type(t).__import_type_support__()       # loads the C type support; starts no DDS
 import segpp.msg, segpp_ros, segpp_ros.ros.node
 from ament_index_python.packages import get_package_share_directory
 from segpp_ros.ros.env import share_file
 print(json.dumps({"segpp_ros": segpp_ros.__file__, "node": segpp_ros.ros.node.__file__, "msg": segpp.msg.__file__,
                   "share": get_package_share_directory("segpp"), "params": str(share_file("config", "segpp.yaml")),
-                  "node_name": segpp_ros.ros.node.NODE_NAME, "label_info": str(LabelInfo())}))
+                  "node_name": segpp_ros.ros.node.NODE_NAME, "palette": str(LabelPalette())}))
 """
 
 
@@ -198,4 +198,4 @@ def test_installed_package_imports(workspace: Workspace) -> None:
     assert Path(got["share"]) == workspace.share
     assert Path(got["params"]) == workspace.share / "config" / "segpp.yaml"
     assert got["node_name"] == "segpp"
-    assert got["label_info"].startswith("segpp.msg.LabelInfo(")
+    assert got["palette"].startswith("segpp.msg.LabelPalette(")

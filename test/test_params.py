@@ -190,7 +190,7 @@ def test_rejects_invalid_values(changes: dict[str, Any], words: list[str]) -> No
 
 @pytest.mark.parametrize("name,value", [
     ("weights", "/tmp/other.safetensors"), ("device", "cpu"), ("variant", "b2"), ("precision", "fp16"),
-    ("threads", 2), ("transport", "compressed"), ("qos.depth", 5), ("warmup_frames", 0),
+    ("threads", 2), ("transport", "compressed"), ("pose.own_thread", False), ("warmup_frames", 0),
 ])
 def test_rejects_read_only(name: str, value: Any) -> None:
     assert SPECS_BY_NAME[name].read_only

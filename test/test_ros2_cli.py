@@ -90,7 +90,7 @@ def launched(tmp):
     needs_ros2()
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import QoSProfile
-    from sensor_msgs.msg import Image
+    from sensor_msgs.msg import CameraInfo, Image
     from std_msgs.msg import Header
 
     from segpp_ros.ros.conversions import rgb_to_image
@@ -99,13 +99,18 @@ def launched(tmp):
                           f"params_file:={params_file(tmp, PARAMS)}"], tmp / "launch.log", env=_env(tmp), cwd=tmp)
     probe = Probe("segpp_cli_probe")
     probe.subscribe(DiagnosticArray, "/diagnostics", QoSProfile(depth=50))
-    camera = probe.publisher(Image, CAMERA)
+    camera = probe.node.create_publisher(Image, CAMERA, 10)              # a driver's default QoS
+    # the driver's camera_info beside its image: found by image_transport's convention
+    infos = probe.node.create_publisher(CameraInfo, CAMERA.rsplit("/", 1)[0] + "/camera_info", 10)
     stop = threading.Event()
 
     def stream() -> None:
         msg = rgb_to_image(SCENE, Header(frame_id="cli_camera"), "rgb8")
+        info = CameraInfo(height=SCENE.shape[0], width=SCENE.shape[1], k=[200.0, 0, 159.5, 0, 200.0, 119.5, 0, 0, 1])
         while not stop.is_set():
-            msg.header.stamp = probe.now_msg()
+            msg.header.stamp = info.header.stamp = probe.now_msg()
+            info.header.frame_id = msg.header.frame_id
+            infos.publish(info)
             camera.publish(msg)
             stop.wait(0.5)                            # 2 Hz: ros2 topic hz must see the camera's rate
     streamer = threading.Thread(target=stream, daemon=True)
@@ -159,9 +164,12 @@ def test_param_list_get_describe_dump(launched, tmp):
     described = cli(tmp, "param", "describe", NODE, "cameras")
     assert "string array" in described.lower() and "read only: true" in described.lower(), described
     assert dumped["pose"]["max_persons"] == 2 and dumped["merge"]["custom"] == ""
-    # one parameter per model's custom merging keeps the list short enough to read
+    # one parameter per model's custom merging keeps the list short enough to read; ROS's own
+    # qos_overrides.* (read-only, one per topic and policy) come on top
     names = re.findall(r"^\s+(\S+)$", listed, re.M)
-    assert len(names) <= 45 and not [n for n in names if ".stage" in n], names
+    ours = [n for n in names if not n.startswith("qos_overrides.")]
+    assert len(ours) <= 45 and not [n for n in names if ".stage" in n], names
+    assert f"qos_overrides.{NODE}/label.publisher.reliability" in names, names
 
 
 def test_param_set_live_invalid_and_read_only(launched, tmp):
@@ -190,7 +198,10 @@ def test_param_set_live_invalid_and_read_only(launched, tmp):
 
 
 @pytest.mark.parametrize("topic,field,words", [
-    ("label_info", "class_names", ["road", "person"]),
+    ("label_info", "class_map", ["class_name='road'", "class_name='person'"]),
+    ("palette", "model", ["MiT-B0"]),
+    ("persons", "header.frame_id", ["cli_camera"]),
+    ("camera_info", "width", ["320"]),
     ("keypoint_info", "names", ["nose", "left_ankle"]),
     ("keypoints", "header.frame_id", ["cli_camera"]),
 ])

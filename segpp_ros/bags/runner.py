@@ -5,10 +5,13 @@ ROS 1 bag. One image topic (sensor_msgs/Image or CompressedImage) is segmented, 
 keypoints computed, by the same inference core and the same message builders as the node, so
 each output message is what the node would have published for that frame. The output bag gets
 
-    <prefix>/label, /color, /overlay, /keypoints   one per processed frame, the input's header
-                                                   verbatim, recorded at the input's receive time
-    <prefix>/label_info, /keypoint_info            once, at the first processed frame
+    <prefix>/label, /color, /overlay, /keypoints,  one per processed frame, the input's header
+      /persons                                     verbatim, recorded at the input's receive time
+    <prefix>/label_info, /palette, /keypoint_info  once, at the first processed frame
     the input topic                                every input message in the time range, copied
+
+each output topic with the QoS the node offers on it (reliable; the info topics transient
+local, so a replay latches them as the node does), the input with its recorded QoS
 
 (ROS 2 input bytes are copied verbatim; ROS 1 messages are converted). Or, with a video path,
 the overlays (with skeletons) as an MP4 instead. A stop request (Ctrl-C) ends the run after the
@@ -20,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -34,8 +37,11 @@ RAW, COMPRESSED = "raw", "compressed"
 # ROS 2 and ROS 1 names of the image types
 IMAGE_TYPES: dict[str, str] = {"sensor_msgs/msg/Image": RAW, "sensor_msgs/msg/CompressedImage": COMPRESSED,
                                "sensor_msgs/Image": RAW, "sensor_msgs/CompressedImage": COMPRESSED}
-OUTPUTS: tuple[str, ...] = ("label", "color", "overlay", "keypoints")
-OUR_MESSAGES: tuple[str, ...] = ("Keypoint", "PersonKeypoints", "PersonKeypointsArray", "KeypointInfo", "LabelInfo")
+OUTPUTS: tuple[str, ...] = ("label", "color", "overlay", "keypoints", "persons")
+OUR_MESSAGES: tuple[str, ...] = ("Keypoint", "PersonKeypoints", "PersonKeypointsArray", "KeypointInfo", "LabelPalette")
+VISION_MESSAGES: tuple[str, ...] = ("VisionClass", "LabelInfo", "Point2D", "Pose2D", "BoundingBox2D",
+                                    "ObjectHypothesis", "ObjectHypothesisWithPose", "Detection2D", "Detection2DArray")
+LATCHED: tuple[str, ...] = ("label_info", "palette", "keypoint_info")
 
 
 class BagError(RuntimeError):
@@ -141,12 +147,28 @@ def typestore() -> Any:
     """The ROS 2 message definitions for the output bag: the standard ones and ours (msg/)."""
     from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
+    from ament_index_python.packages import get_package_share_directory
+
     store = get_typestore(Stores.ROS2_KILTED)
     types: dict[str, Any] = {}
     for name in OUR_MESSAGES:
         types.update(get_types_from_msg(share_file("msg", f"{name}.msg").read_text(), f"segpp/msg/{name}"))
+    vision = Path(get_package_share_directory("vision_msgs")) / "msg"
+    for name in VISION_MESSAGES:
+        types.update(get_types_from_msg((vision / f"{name}.msg").read_text(), f"vision_msgs/msg/{name}"))
     store.register(types)
     return store
+
+
+def offered_qos(latched: bool) -> list[Any]:
+    """The QoS the node offers on an output (reliable, keep last 1; latched: transient local), as
+    a bag's metadata records it (ros2 bag play then publishes with it)."""
+    from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+
+    forever = QosTime(sec=2147483647, nsec=4294967295)     # what rclcpp writes for "infinite"
+    return [Qos(QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE,
+                QosDurability.TRANSIENT_LOCAL if latched else QosDurability.VOLATILE, forever, forever,
+                QosLiveliness.AUTOMATIC, forever, False)]
 
 
 def ros_type_name(msg: Any) -> str:
@@ -192,17 +214,20 @@ class BagWriter:
         self.connections: dict[str, Any] = {}
         self.counts: dict[str, int] = {}
 
-    def write_raw(self, topic: str, msgtype: str, timestamp: int, data: bytes | memoryview) -> None:
+    def write_raw(self, topic: str, msgtype: str, timestamp: int, data: bytes | memoryview,
+                  qos: Sequence[Any] = ()) -> None:
+        """``qos``: the topic's offered QoS profiles, recorded with its first message."""
         connection = self.connections.get(topic)
         if connection is None:
-            connection = self.connections[topic] = self.writer.add_connection(topic, msgtype, typestore=self.store)
+            connection = self.connections[topic] = self.writer.add_connection(topic, msgtype, typestore=self.store,
+                                                                              offered_qos_profiles=qos)
         self.writer.write(connection, timestamp, data)
         self.counts[topic] = self.counts.get(topic, 0) + 1
 
-    def write(self, topic: str, msg: Any, timestamp: int) -> None:
+    def write(self, topic: str, msg: Any, timestamp: int, qos: Sequence[Any] = ()) -> None:
         from rclpy.serialization import serialize_message
 
-        self.write_raw(topic, ros_type_name(msg), timestamp, serialize_message(msg))
+        self.write_raw(topic, ros_type_name(msg), timestamp, serialize_message(msg), qos)
 
     def close(self) -> None:
         self.writer.close()
@@ -248,7 +273,7 @@ class Labeller:
         segmenter = Segmenter(options.weights, device=options.device, precision=options.precision,
                               merge=values.merge, max_side=values.frame.max_side, cuda_graphs=values["cuda_graphs"])
         pose = None
-        if values["pose.enable"] and "keypoints" in options.outputs:
+        if values["pose.enable"] and {"keypoints", "persons"} & set(options.outputs):
             pose = PoseEstimator(values["pose.weights"] or None, device=options.device, precision=options.precision,
                                  merge=values.pose_merge, padding=values["pose.padding"],
                                  flip_test=values["pose.flip_test"], cuda_graphs=values["cuda_graphs"])
@@ -260,10 +285,13 @@ class Labeller:
         self.settings = replace(values.frame, pose=replace(values.frame.pose, enable=pose is not None))
 
     def info_messages(self, stamp: Any) -> dict[str, Any]:
-        from ..ros.conversions import label_info_message
+        from ..ros.conversions import palette_message
         from ..ros.keypoint_msgs import keypoint_info_message
+        from ..ros.vision import label_info_message
 
-        messages = {"label_info": label_info_message(self.pipeline.segmenter, stamp)}
+        segmenter = self.pipeline.segmenter
+        messages = {"label_info": label_info_message(segmenter.classes, stamp),
+                    "palette": palette_message(segmenter, stamp)}
         pose = self.pipeline.pose
         if pose is not None:
             messages["keypoint_info"] = keypoint_info_message(pose.keypoint_names, pose.skeleton, pose.flip_pairs,
@@ -273,6 +301,7 @@ class Labeller:
     def frame(self, image: np.ndarray, header: Any, want_overlay: bool) -> tuple[dict[str, Any], np.ndarray | None]:
         """Output name -> message for one frame, and the overlay image (with skeletons) when wanted."""
         from ..ros.keypoint_msgs import keypoints_message
+        from ..ros.vision import persons_message
 
         outputs = self.options.outputs
         result = self.pipeline([Frame(image, header.frame_id, color="color" in outputs, overlay=want_overlay)],
@@ -284,7 +313,10 @@ class Labeller:
         if "color" in outputs:
             messages["color"] = array_to_image(result.color, header, "rgb8")
         if result.pose is not None:
-            messages["keypoints"] = keypoints_message(header, result.pose)
+            if "keypoints" in outputs:
+                messages["keypoints"] = keypoints_message(header, result.pose)
+            if "persons" in outputs:
+                messages["persons"] = persons_message(header, result.pose)
         if result.overlay is not None and "overlay" in outputs:
             messages["overlay"] = array_to_image(result.overlay, header, "rgb8")
         return messages, result.overlay
@@ -341,9 +373,10 @@ def process(source: Path, target: Path | None, options: Options, video: Path | N
                 summary.read += 1
                 # ROS 2 input is copied as bytes: a frame skipped by --every is never deserialised
                 msg = None if reader.is2 else reader.deserialize(raw, connection.msgtype)
+                input_qos = getattr(connection.ext, "offered_qos_profiles", ())
                 if out is not None:
                     if reader.is2:
-                        out.write_raw(summary.topic, connection.msgtype, timestamp, raw)
+                        out.write_raw(summary.topic, connection.msgtype, timestamp, raw, input_qos)
                     else:
                         out.write(summary.topic, rclpy_image(msg, kind), timestamp)
                 if index % options.every:
@@ -358,11 +391,11 @@ def process(source: Path, target: Path | None, options: Options, video: Path | N
                 header = rclpy_header(msg.header)
                 if out is not None and summary.processed == 0:
                     for name, info in labeller.info_messages(header.stamp).items():
-                        out.write(f"{prefix}/{name}", info, timestamp)
+                        out.write(f"{prefix}/{name}", info, timestamp, offered_qos(latched=True))
                 outputs, overlay = labeller.frame(image, header, "overlay" in options.outputs or movie is not None)
                 if out is not None:
                     for name, built in outputs.items():
-                        out.write(f"{prefix}/{name}", built, timestamp)
+                        out.write(f"{prefix}/{name}", built, timestamp, offered_qos(name in LATCHED))
                 if movie is not None and overlay is not None:
                     movie.add(overlay)
                 summary.processed += 1

@@ -5,7 +5,7 @@
     segpp-bag recording/ --video out/overlay.mp4        # the overlays with skeletons, to look at
     segpp-bag recording/ out/labelled --params-file robot/segpp.yaml   # labelled as that node labels
 
-The output bag holds <prefix>/label, /color, /overlay, /keypoints (each with its input's header,
+The output bag holds <prefix>/label, /color, /overlay, /keypoints, /persons (each with its input's header,
 recorded at the input's receive time), /label_info and /keypoint_info, and the input topic
 copied. Ctrl-C ends the run after the frame in progress and leaves a readable bag. What is read
 and written: segpp_ros.bags.runner.
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "first, the others listed)")
     p.add_argument("--prefix", default="/segpp", help="output topic prefix (default: /segpp, as the node's)")
     p.add_argument("--outputs", type=outputs_arg, default=None,
-                   help="comma-separated outputs to write: label, color, overlay, keypoints (default: all)")
+                   help="comma-separated outputs to write: label, color, overlay, keypoints, persons (default: all)")
     p.add_argument("--params-file", type=Path,
                    help="the segpp node's ROS 2 params file (e.g. the robot's): every frame is labelled as the node "
                         "with those parameters labels it (merging, output_resolution, pose.*, ...); the options "

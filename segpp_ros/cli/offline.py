@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                                 ("overlay", seg.overlay(image, result.labels))):
             out = picture if picture.ndim == 2 else cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)
             cv2.imwrite(os.path.join(args.out, f"{name}_{suffix}.png"), out)
-        line = f"{name}: {image.shape[1]}x{image.shape[0]}  network {result.network_ms:.0f} ms  total {result.total_ms:.0f} ms"
+        line = f"{name}: {image.shape[0]}x{image.shape[1]}  network {result.network_ms:.0f} ms  total {result.total_ms:.0f} ms"
         if truth is not None and scored:
             c = confusion_matrix(result.labels, truth, n)
             conf += c

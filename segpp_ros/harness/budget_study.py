@@ -68,7 +68,9 @@ class Phase:
 
 def node_params(settings: Settings) -> dict[str, Any]:
     return {"device": "cpu", "threads": settings.threads, "max_side": settings.max_side, "warmup_frames": 2,
-            "diagnostics_period": 0.1, "pose.enable": False, "max_frame_age": 0.0, "qos.reliability": "reliable",
+            "diagnostics_period": 0.1, "pose.enable": False,
+            # every frame counts: the input made reliable, as the camera is, through ROS's QoS overrides
+            f"qos_overrides.{CAMERA_TOPIC}.subscription.reliability": "reliable",
             "merge.budget_ms": settings.budget_ms, "merge.preset": settings.preset}
 
 

@@ -107,7 +107,7 @@ def speedups(rows: Sequence[Row]) -> list[str]:
 
 def node_params(settings: Settings, cameras: int) -> dict[str, Any]:
     return {"device": settings.device, "precision": settings.precision, "max_side": settings.max_side,
-            "threads": settings.threads, "warmup_frames": 3, "max_frame_age": 0.0, "diagnostics_period": 1.0,
+            "threads": settings.threads, "warmup_frames": 3, "diagnostics_period": 1.0,
             "pose.enable": False, "cameras": [f"cam{i}" for i in range(cameras)],
             "batch_window_ms": settings.window_ms, "batch_max": MODES["batched"]}
 

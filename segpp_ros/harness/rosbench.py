@@ -258,7 +258,7 @@ def node_params(settings: Settings) -> dict[str, Any]:
     # segmentation only: keypoints run after the label is published and would hold the next frame
     return {"device": settings.device, "precision": settings.precision, "max_side": settings.max_side,
             "threads": settings.threads, "warmup_frames": 3,
-            "max_frame_age": 0.0, "diagnostics_period": 1.0, "output_resolution": "input", "pose.enable": False}
+            "diagnostics_period": 1.0, "output_resolution": "input", "pose.enable": False}
 
 
 def run_size(image: np.ndarray, settings: Settings, probe: Any, sender: Sender, segmenter: Any,

@@ -2,8 +2,8 @@
 
 Subscribes <prefix>/label, /color, /overlay (sensor data QoS: best effort, so it matches
 reliable and best-effort publishers), <prefix>/keypoints (persons written as NNN_keypoints.json
-next to the PNGs), <prefix>/label_info (transient local: the node's class table, written to
-classes.txt) and /diagnostics (the node's last status goes in the summary).
+next to the PNGs), <prefix>/label_info and /palette (transient local: the node's class table
+and colours, written to classes.txt) and /diagnostics (the node's last status goes in the summary).
 
 Latency of a frame = receive time (this node's clock) - header stamp. The node copies the
 camera's header verbatim, so with the camera on this host it is camera-to-sink latency.
@@ -119,7 +119,8 @@ class Recorder:
         self.frames = 0
         self.done_at: float | None = None  # monotonic time the last wanted frame started arriving
         self.last_frame_topics: set[str] = set()
-        self.label_info: Any = None
+        self.label_info: Any = None     # vision_msgs/LabelInfo
+        self.palette: Any = None        # segpp/LabelPalette
         self.diagnostics: Any = None
         self.saved = 0
         self.errors: list[str] = []
@@ -171,7 +172,7 @@ class Recorder:
             self.persons.append(len(msg.persons))
         if self._saved(number):
             persons = [{"box": [round(float(v), 2) for v in p.box], "score": round(float(p.score), 4),
-                        "instance_id": int(p.instance_id),
+                        "instance_id": int(p.instance_id), "track_id": int(p.track_id),
                         "keypoints": [[round(k.x, 2), round(k.y, 2), round(k.score, 4)] for k in p.keypoints]}
                        for p in msg.persons]
             self.writer.submit(self._write_json, self.out / f"{number:03d}_keypoints.json", persons)
@@ -218,13 +219,25 @@ class Recorder:
 
     # -- latched / status --------------------------------------------------------------------
     def on_label_info(self, msg: Any) -> None:
-        """Keep the class table and write classes.txt: 'id name r g b' per class."""
+        """Keep the class table (vision_msgs/LabelInfo) and write classes.txt."""
         self.label_info = msg
-        palette = np.asarray(msg.palette, np.uint8).reshape(-1, 3)
+        self._write_classes()
+
+    def on_palette(self, msg: Any) -> None:
+        """Keep the class colours (segpp/LabelPalette) and write classes.txt."""
+        self.palette = msg
+        self._write_classes()
+
+    def _write_classes(self) -> None:
+        """classes.txt: 'id name r g b' per class (colours 0 0 0 until ~/palette arrived)."""
+        if self.label_info is None:
+            return
+        colors = np.asarray(self.palette.colors if self.palette is not None else [], np.uint8).reshape(-1, 3)
         lines = []
-        for i, name in enumerate(msg.class_names):
-            r, g, b = (int(v) for v in palette[i]) if i < len(palette) else (0, 0, 0)
-            lines.append(f"{i} {name} {r} {g} {b}")
+        for entry in sorted(self.label_info.class_map, key=lambda c: c.class_id):
+            i = int(entry.class_id)
+            r, g, b = (int(v) for v in colors[i]) if i < len(colors) else (0, 0, 0)
+            lines.append(f"{i} {entry.class_name} {r} {g} {b}")
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "classes.txt").write_text("\n".join(lines) + "\n")
 
@@ -252,9 +265,9 @@ class Recorder:
         lines = [SUMMARY_MARKER,
                  format_table(["topic", "frames", "fps", "p50 ms", "p95 ms", "max ms"], rows)]
         if self.label_info is not None:
-            info = self.label_info
-            lines.append(f"model: {info.model}; weights {info.weights or '(embedded)'}; "
-                         f"{len(info.class_names)} classes in {self.out / 'classes.txt'}")
+            model = (f"model: {self.palette.model}; weights {self.palette.weights or '(embedded)'}; "
+                     if self.palette is not None else "")
+            lines.append(f"{model}{len(self.label_info.class_map)} classes in {self.out / 'classes.txt'}")
         else:
             lines.append(f"no {self.settings.prefix}/label_info received")
         if self.persons:
@@ -286,8 +299,9 @@ def make_sink_node(recorder: Recorder):
     from rclpy.node import Node
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
     from rclpy.task import Future
-    from segpp.msg import LabelInfo, PersonKeypointsArray
+    from segpp.msg import LabelPalette, PersonKeypointsArray
     from sensor_msgs.msg import Image
+    from vision_msgs.msg import LabelInfo
 
     prefix = recorder.settings.prefix
 
@@ -302,6 +316,7 @@ def make_sink_node(recorder: Recorder):
             for topic in IMAGE_TOPICS:
                 self.create_subscription(Image, f"{prefix}/{topic}", self._image_callback(topic), sensor)
             self.create_subscription(LabelInfo, f"{prefix}/label_info", recorder.on_label_info, latched)
+            self.create_subscription(LabelPalette, f"{prefix}/palette", recorder.on_palette, latched)
             self.create_subscription(PersonKeypointsArray, f"{prefix}/keypoints", self._on_keypoints, 10)
             self.create_subscription(DiagnosticArray, "/diagnostics", recorder.on_diagnostics, 10)
             self.result = Future()  # the exit code

@@ -63,7 +63,7 @@ class Sample:
 
 def node_params(settings: Settings) -> dict[str, Any]:
     return {"device": "cpu", "threads": settings.threads, "max_side": 512, "warmup_frames": 2,
-            "diagnostics_period": 1.0, "pose.enable": settings.pose, "max_frame_age": 1.0}
+            "diagnostics_period": 1.0, "pose.enable": settings.pose}
 
 
 # the operator's changes, applied in turn: every one a live parameter

@@ -6,16 +6,17 @@ steps, each over a batch of frames (one per camera) and each with its own model:
 
     segment     pre-processing, the segmentation network (its merge step chosen by the latency
                 budget), labels at input or network resolution, colours and the overlay when asked
-    keypoints   person boxes from the labels (or the whole frame), the pose network over every
-                person of the batch at once (its merge step from the pose budget), skeletons drawn
-                on the overlay
+    keypoints   person boxes (from the labels, a detector, or the whole frame), the pose network
+                over every person of the batch at once (its merge step from the pose budget), each
+                person's track id (one tracker per camera), skeletons drawn on the overlay
 
 The node runs them on two threads, so the keypoints of one frame overlap the segmentation of the
 next; segpp-bag runs them back to back (``__call__``). One FrameSettings object drives both: the
 node's parameters become one (segpp_ros.ros.params), segpp-bag's options another.
 
-``Frame.extras`` carries what later inputs add to a frame (camera_info, depth, detections);
-``Frame.context`` what the adapter needs back with the result (the node: camera and header).
+``Frame.extras`` carries what other inputs add to a frame (``"person_boxes"``: a detector's boxes,
+list[PersonBox], for box_source 'detections'); ``Frame.context`` what the adapter needs back with
+the result (the node: camera and header).
 """
 from __future__ import annotations
 
@@ -30,15 +31,19 @@ from .budget import POSE_LADDER, SEG_LADDER, MergeBudget
 from .drawing import draw_skeletons
 from .pose import PersonBox, PoseEstimator, PoseResult, person_boxes, whole_frame_box
 from .segmenter import Segmenter, network_size
+from .tracking import PersonTracker
 
-BOX_SOURCES: tuple[str, ...] = ("segmentation", "whole_frame")
+BOX_SOURCES: tuple[str, ...] = ("segmentation", "whole_frame", "detections")
+PERSON_BOXES = "person_boxes"    # Frame.extras key of a detector's boxes
 SEGMENTATION, KEYPOINTS = "segmentation", "keypoints"
 
 
 @dataclass(frozen=True)
 class PoseSettings:
     """The keypoint step: on or off, where person boxes come from (and which components count),
-    the crops, the pose model's merging and budget, and how skeletons are drawn."""
+    the crops, the pose model's merging and budget, tracking, and how skeletons are drawn.
+    box_source 'detections' takes ``Frame.extras["person_boxes"]``; a frame without them gets the
+    segmentation's boxes (``FrameResult.boxes_from`` says which)."""
 
     enable: bool = True
     box_source: str = "segmentation"
@@ -51,6 +56,7 @@ class PoseSettings:
     budget_ms: float = 0.0
     score_threshold: float = 0.15
     draw_overlay: bool = True
+    track_max_missed: int = 30
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,7 @@ class FrameResult:
     pose: PoseResult | None = None
     pose_merge: str = ""
     pose_ms: float = 0.0
+    boxes_from: str = ""
 
 
 @dataclass
@@ -148,6 +155,7 @@ class FramePipeline:
         self.hooks = hooks or PipelineHooks()
         self.budget = MergeBudget(SEG_LADDER)
         self.pose_budget = MergeBudget(POSE_LADDER)
+        self.trackers: dict[Hashable, PersonTracker] = {}     # per camera
 
     def network_size(self, image: np.ndarray, settings: FrameSettings) -> tuple[int, int]:
         """The network input size of an image: frames of one size share a batch."""
@@ -203,10 +211,17 @@ class FramePipeline:
 
     # -- keypoints ----------------------------------------------------------------------------------
     def boxes(self, result: FrameResult, settings: PoseSettings) -> list[PersonBox]:
-        """The person boxes of a segmented frame, in image px, largest first."""
+        """The person boxes of a segmented frame, in image px, largest first (sets
+        ``result.boxes_from``)."""
         h, w = result.frame.image.shape[:2]
+        result.boxes_from = settings.box_source
         if settings.box_source == "whole_frame":
             return [whole_frame_box(h, w)]
+        if settings.box_source == "detections":
+            detected = result.frame.extras.get(PERSON_BOXES)
+            if detected is not None:
+                return sorted(detected, key=lambda b: -b.area)
+            result.boxes_from = "segmentation"       # no detections for this frame
         labels = result.labels
         scale = (w / labels.shape[1], h / labels.shape[0])
         return person_boxes(labels, self.person_ids, min_area=settings.min_box_area,
@@ -235,6 +250,7 @@ class FramePipeline:
         met = not persons or self.pose_budget.record(key, merge, model_ms, s.budget_ms)
         for result, keypoints in zip(results, found):
             result.pose, result.pose_merge = keypoints, merge.name
+            self.track(result.frame.camera, keypoints, s)
             if result.overlay is not None and s.draw_overlay:
                 draw_skeletons(result.overlay, [p.keypoints for p in keypoints.persons], pose.skeleton,
                                pose.keypoint_names, s.score_threshold)
@@ -242,3 +258,13 @@ class FramePipeline:
         for result in results:
             result.pose_ms = elapsed
         return BatchReport(merge.name, met, persons)
+
+    def track(self, camera: Hashable, found: PoseResult, settings: PoseSettings) -> None:
+        """Each person's track id, from the camera's tracker (frames of one camera come in order)."""
+        tracker = self.trackers.get(camera)
+        if tracker is None:
+            tracker = self.trackers[camera] = PersonTracker(settings.track_max_missed)
+        tracker.max_missed = settings.track_max_missed
+        ids = tracker.update([p.box for p in found.persons], [p.keypoints for p in found.persons])
+        for person, track_id in zip(found.persons, ids):
+            person.track_id = track_id

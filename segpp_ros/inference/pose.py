@@ -58,9 +58,9 @@ class PersonBox:
     box:         [4] float32 x0, y0, x1, y1 in image px, the extreme pixel centres of the person
                  (pixel-centre convention of ``segpp_ros.inference.crops``).
     score:       1.0 for the whole frame; for segmentation boxes the fraction of the box covered
-                 by person pixels.
+                 by person pixels; for a detector's boxes its score.
     instance_id: index of this (merged) connected component in the frame's list, largest first
-                 (>= 0); -1 when not from segmentation.
+                 (>= 0), or of the detection in the detector's message; -1 for the whole frame.
     area:        person pixels, in image px (whole frame: h * w).
     """
 
@@ -200,12 +200,14 @@ def person_boxes(labels: np.ndarray, person_ids: Sequence[int] = (11,), min_area
 @dataclass
 class PersonPose:
     """box / score / instance_id of the PersonBox it came from; keypoints [K, 3] float32 (x, y in
-    image px, score = heatmap peak), all K in the model's order (no thresholding)."""
+    image px, score = heatmap peak), all K in the model's order (no thresholding); track_id: the
+    person's id from frame to frame (segpp_ros.inference.tracking; -1 until tracked)."""
 
     box: np.ndarray
     score: float
     instance_id: int
     keypoints: np.ndarray
+    track_id: int = -1
 
 
 @dataclass

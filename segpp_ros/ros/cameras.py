@@ -1,9 +1,10 @@
 """The cameras of the segpp node: one input and one set of outputs each, one model for all.
 
-With the ``cameras`` parameter empty the node has one unnamed camera: input ``image`` (or
-``image/compressed``), outputs ``~/label``, ``~/color``, ... as always. With ``cameras: [front,
-rear]`` each named camera has its input ``front/image`` (relative, so namespaces and remapping
-work) and its outputs ``~/front/label``, ``~/front/keypoints``, ...; ``~/label_info`` and
+With the ``cameras`` parameter empty the node has one unnamed camera: inputs ``image`` (or
+``image/compressed``), ``camera_info`` (the image topic's sibling) and ``detections``, outputs
+``~/label``, ``~/color``, ``~/camera_info``, ... as always. With ``cameras: [front, rear]`` each
+named camera has its inputs ``front/image``, ... (relative, so namespaces and remapping work) and
+its outputs ``~/front/label``, ``~/front/keypoints``, ...; ``~/label_info``, ``~/palette`` and
 ``~/keypoint_info`` stay shared, since one model serves them all. No rclpy here: the node
 creates the subscriptions and publishers and keeps them on the Camera.
 """
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from .health import Health
-from .realtime import Counters, Window
+from .realtime import ByStamp, Counters, Window
 
 # a ROS name token: what may stand between two slashes of a topic name
 NAME_TOKEN = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
@@ -35,14 +36,19 @@ def check_camera_names(names: Sequence[str]) -> str | None:
 
 @dataclass(eq=False)
 class Camera:
-    """One input of the node and what belongs to it: its resolved input topic, its publishers by
-    output name (label, color, overlay, keypoints, markers), its subscription, and its own
-    watchdog, latency window and problem counters (the per-camera diagnostics)."""
+    """One input of the node and what belongs to it: its resolved input topics (image,
+    camera_info, detections), its publishers by output name (label, color, overlay, camera_info,
+    keypoints, markers, persons), its subscriptions, the recent camera_info and detections by
+    stamp, and its own watchdog, latency window and problem counters (the per-camera diagnostics)."""
 
     name: str                       # "" for the single unnamed camera
     input_topic: str = ""
+    info_topic: str = ""
+    detections_topic: str = ""
     publishers: dict[str, Any] = field(default_factory=dict)
-    subscription: Any = None
+    subscriptions: list[Any] = field(default_factory=list)
+    infos: ByStamp = field(default_factory=ByStamp)
+    detections: ByStamp = field(default_factory=ByStamp)
     health: Health = field(default_factory=Health)
     latency: Window = field(default_factory=Window)
     counters: Counters = field(default_factory=Counters)

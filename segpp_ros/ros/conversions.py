@@ -26,7 +26,7 @@ import sys
 from typing import Any
 
 import numpy as np
-from segpp.msg import LabelInfo
+from segpp.msg import LabelPalette
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
@@ -302,9 +302,9 @@ def rgb_to_compressed(image: np.ndarray, header: Header, fmt: str = "jpeg",
     return msg
 
 
-def label_info_message(segmenter: Any, stamp: Any) -> LabelInfo:
-    """~/label_info of a Segmenter: class names, palette (RGB triplets), model, weights."""
-    msg = LabelInfo(class_names=list(segmenter.classes), palette=segmenter.palette.reshape(-1).astype(np.uint8).tolist(),
-                    model=segmenter.describe(), weights=segmenter.weights)
+def palette_message(segmenter: Any, stamp: Any) -> LabelPalette:
+    """~/palette of a Segmenter: the RGB colour of every class (as ~/color draws it), model, weights."""
+    msg = LabelPalette(colors=segmenter.palette.reshape(-1).astype(np.uint8).tolist(), model=segmenter.describe(),
+                       weights=segmenter.weights)
     msg.header.stamp = stamp
     return msg

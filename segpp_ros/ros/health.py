@@ -11,7 +11,8 @@ camera faster than the model and are not problems. The verdict, most severe firs
   in an output or a problem for the stuck limit of the first stage.
 - WARN: more than half of the frames processed in the window gave no labels (the message
   names the most frequent problem and its last text, which says how to fix it); header stamps
-  ahead of the node's clock (clock skew); no image for ``no_image_warning`` seconds.
+  far from the node's clock (the skew and its likely cause; the frames are still segmented);
+  no image for ``no_image_warning`` seconds.
 - OK otherwise.
 """
 from __future__ import annotations
@@ -25,7 +26,21 @@ from .realtime import EventLog, RateMeter
 OK, WARN, ERROR = 0, 1, 2                 # DiagnosticStatus levels
 STUCK_MIN_S = 2.0                         # a stage is stuck after max(3 x its p95 latency, this)
 DEATH_HOLD_S = 10.0                       # a worker's death stays an ERROR this long
-FUTURE_TOLERANCE_S = 0.2                  # header stamps further ahead of our clock are clock skew
+
+
+def stamp_text(skew_s: float) -> str:
+    """'12.500 s behind' / '3.000 s ahead of' (skew: node clock minus stamp)."""
+    return f"{abs(skew_s):.3f} s {'behind' if skew_s > 0 else 'ahead of'}"
+
+
+def skew_cause(skew_s: float) -> str:
+    """The likely cause of stamps ``skew_s`` behind (> 0) or ahead (< 0) of the node's clock."""
+    if skew_s < 0:
+        return ("the camera's clock runs ahead of this host's: synchronise the clocks (chrony, PTP), or check that "
+                "use_sim_time is the same for the camera and this node")
+    return ("a recording replayed without --clock (ros2 bag play --clock with use_sim_time:=true keeps the stamps "
+            "current), a camera whose clock is not synchronised with this host's (chrony, PTP), or sim time on "
+            "one side only")
 
 
 @dataclass(frozen=True)
@@ -60,6 +75,7 @@ class Health:
         self.problems = EventLog(window_s)
         self.skew = EventLog(window_s)
         self.deaths: deque[tuple[float, str, str]] = deque(maxlen=16)
+        self.last_skew = 0.0
         self._unaccounted_since: float | None = None
 
     # -- what happened --------------------------------------------------------------------------
@@ -80,8 +96,10 @@ class Health:
         self.problems.add(kind, text, now=now)
         self._unaccounted_since = None
 
-    def future_stamp(self, ahead_s: float, now: float | None = None) -> None:
-        self.skew.add("future", value=ahead_s, now=now)
+    def stamp_skew(self, skew_s: float, now: float | None = None) -> None:
+        """A header stamp ``skew_s`` behind (> 0) or ahead of (< 0) the node's clock."""
+        self.skew.add("skew", value=abs(skew_s), now=now)
+        self.last_skew = skew_s
 
     def died(self, stage: str, reason: str, restarts: int, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
@@ -116,11 +134,10 @@ class Health:
             kind, n = counts.most_common(1)[0]
             return Verdict(WARN, f"{failed} of the {processed} frames processed in the last {self.window_s:g} s gave no "
                                  f"labels, most as {kind} ({n}): {self.problems.latest.get(kind, '')}")
-        ahead = self.skew.largest(now)
-        if ahead > 0:
-            return Verdict(WARN, f"header stamps on {input_topic} are up to {ahead:.3f} s ahead of this node's clock: "
-                                 "the camera's clock runs ahead; synchronise the clocks (chrony, PTP) or check "
-                                 "use_sim_time")
+        if self.skew.largest(now) > 0:
+            skew = self.last_skew
+            return Verdict(WARN, f"header stamps on {input_topic} are {stamp_text(skew)} this node's clock: "
+                                 f"{skew_cause(skew)}. The frames are segmented anyway")
         last = self.inputs.last if self.inputs.last is not None else self.started
         if no_image_warning > 0 and now - last > no_image_warning:
             return Verdict(WARN, f"no image on {input_topic} for {now - last:.0f} s")

@@ -36,9 +36,11 @@ from rclpy.exceptions import (  # noqa: E402
 )
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
-from segpp.msg import LabelInfo  # noqa: E402
-from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
+from rclpy.qos import QoSProfile  # noqa: E402
+from segpp.msg import LabelPalette  # noqa: E402
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
+from vision_msgs.msg import Detection2DArray  # noqa: E402
+from vision_msgs.msg import LabelInfo as VisionLabelInfo  # noqa: E402
 
 from ..inference.loader import precision_name  # noqa: E402
 from ..inference.pipeline import FramePipeline, FrameResult, PipelineHooks  # noqa: E402
@@ -52,15 +54,19 @@ from .conversions import (  # noqa: E402
     compressed_to_rgb,
     image_to_rgb,
     label_encoding,
-    label_info_message,
+    palette_message,
 )
-from .health import ERROR, FUTURE_TOLERANCE_S, OK, Health, Stage, Verdict  # noqa: E402
+from .camera_info import scaled as scaled_camera_info  # noqa: E402
+from .health import ERROR, OK, Health, Stage, Verdict, skew_cause, stamp_text  # noqa: E402
 from .params import ALL_SPECS, SPECS_BY_NAME, ParamSpec, Snapshot, validate_changes  # noqa: E402
 from .pose_stage import PoseJob, PoseLoadError, PoseOutput  # noqa: E402
+from .qos import describe, incompatible_text, input_qos, latched_qos, output_qos, overrides  # noqa: E402
 from .realtime import Counters, LatestPerKey, SlotWorker, Window  # noqa: E402
+from .vision import label_info_message  # noqa: E402
 
 NODE_NAME = "segpp"
 LOG_EVERY_S = 5.0  # one line per problem kind per this many seconds
+CAMERA_INFO_LATE_S = 0.05  # how long a label's camera_info may trail its image (while stamps pair)
 MIN_SIDE = 32  # the network's smallest input: smaller frames are refused as bad input
 SHUTDOWN_TIMEOUT_S = 3.0  # one deadline for every worker thread to finish at shutdown
 
@@ -161,6 +167,8 @@ class SegppBehaviour:
         self.pose: PoseOutput | None = None
         self.worker: SlotWorker[Frame] | None = None
         self._image_publishers: list[Any] = []
+        self._qos_table: dict[tuple[str, str], str] = {}   # (topic, side) -> its effective QoS
+        self._incompatible: dict[str, str] = {}             # topic -> the incompatible peer, latest first
         self.health = Health()
         self.cameras: list[Camera] = []
         self.input_topic = ""              # the cameras' input topics, for logs and diagnostics
@@ -169,11 +177,29 @@ class SegppBehaviour:
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(self.values["diagnostics_period"], self._publish_diagnostics)
 
-    def _qos(self) -> QoSProfile:
-        return QoSProfile(
-            history=HistoryPolicy.KEEP_LAST, depth=self.values["qos.depth"],
-            reliability=(ReliabilityPolicy.RELIABLE if self.values["qos.reliability"] == "reliable"
-                         else ReliabilityPolicy.BEST_EFFORT))
+    def publisher(self, kind: Any, topic: str, latched: bool = False) -> Any:
+        """A publisher of ours: reliable keep-last 1 (latched: transient local, no overrides),
+        ROS's qos_overrides parameters, incompatible subscribers counted and named."""
+        qos = latched_qos() if latched else output_qos()
+        name = self.resolve_topic_name(topic)
+        events = PublisherEventCallbacks(
+            incompatible_qos=functools.partial(self._on_incompatible_qos, name, "publisher", qos))
+        publisher = self.create_publisher(kind, topic, qos, event_callbacks=events,
+                                          qos_overriding_options=None if latched else overrides())
+        self._qos_table[(name, "latched" if latched else "out")] = describe(publisher.qos_profile)
+        return publisher
+
+    def subscription(self, kind: Any, topic: str, callback: Any) -> Any:
+        """An input of ours: best effort keep-last 1 (matches any publisher), qos_overrides
+        parameters, incompatible publishers counted and named."""
+        qos = input_qos()
+        name = self.resolve_topic_name(topic)
+        events = SubscriptionEventCallbacks(
+            incompatible_qos=functools.partial(self._on_incompatible_qos, name, "subscription", qos))
+        sub = self.create_subscription(kind, topic, callback, qos, event_callbacks=events,
+                                       qos_overriding_options=overrides())
+        self._qos_table[(name, "in")] = describe(sub.qos_profile)
+        return sub
 
     def _configure(self) -> None:
         """Load and warm up the models, create the publishers, start the worker threads; raises
@@ -192,20 +218,19 @@ class SegppBehaviour:
         except (PoseLoadError, ValueError) as err:
             raise StartupError(str(err)) from None
         self.segmenter, self.pose = segmenter, pose
-        qos = self._qos()
-        events = PublisherEventCallbacks(incompatible_qos=self._on_incompatible_qos)
         self.cameras = [Camera(name) for name in self.values["cameras"] or [""]]
         for camera in self.cameras:
             camera.input_topic = self._input_topic(camera)
+            camera.info_topic = self._camera_info_topic(camera)
+            camera.detections_topic = self.resolve_topic_name(camera.input("detections"))
         self.input_topic = ", ".join(camera.input_topic for camera in self.cameras)
         for camera in self.cameras:
-            camera.publishers = {leaf: self.create_publisher(Image, camera.output(leaf), qos, event_callbacks=events)
-                                 for leaf in ("label", "color", "overlay")}
+            camera.publishers = {leaf: self.publisher(Image, camera.output(leaf)) for leaf in ("label", "color", "overlay")}
+            camera.publishers["camera_info"] = self.publisher(CameraInfo, camera.output("camera_info"))
             self.pose.create_camera_publishers(camera)
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.pub_label_info = self.create_publisher(LabelInfo, "~/label_info", latched)
-        self._image_publishers = [self.pub_label_info]
+        self.pub_label_info = self.publisher(VisionLabelInfo, "~/label_info", latched=True)
+        self.pub_palette = self.publisher(LabelPalette, "~/palette", latched=True)
+        self._image_publishers = [self.pub_label_info, self.pub_palette]
         self.pose.create_publishers()
         self._warm_up()
         self._reset_health()  # the "no image for N s" clocks start now, after loading and warm-up
@@ -216,7 +241,6 @@ class SegppBehaviour:
 
     def _activate(self) -> None:
         """Subscribe and publish: the latched class and keypoint tables first."""
-        sub_events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
         self._active.set()
         self._publish_label_info()
         self.pose.publish_info()
@@ -224,19 +248,32 @@ class SegppBehaviour:
         for camera in self.cameras:
             kind, topic = ((CompressedImage, camera.input_topic) if self.values["transport"] == "compressed"
                            else (Image, camera.input("image")))
-            camera.subscription = self.create_subscription(kind, topic, functools.partial(self._on_image, camera),
-                                                           self._qos(), event_callbacks=sub_events)
+            camera.subscriptions = [
+                self.subscription(kind, topic, functools.partial(self._on_image, camera)),
+                self.subscription(CameraInfo, camera.info_topic, functools.partial(self._on_camera_info, camera)),
+                self.subscription(Detection2DArray, camera.input("detections"),
+                                  functools.partial(self._on_detections, camera))]
         self.get_logger().info(
             f"segmenting {self.input_topic} ({self.values['transport']}) with {self.segmenter.describe()} "
             f"on {self.segmenter.device}, merge '{self.values.merge.name}'")
+        self._log_qos()
+
+    def _log_qos(self) -> None:
+        """The effective QoS of every input and output, once: grouped by profile."""
+        groups: dict[tuple[str, str], list[str]] = {}
+        for (topic, side), qos in self._qos_table.items():
+            groups.setdefault((side, qos), []).append(topic)
+        words = {"in": "inputs", "out": "outputs", "latched": "latched"}
+        self.get_logger().info("QoS: " + "; ".join(f"{words[side]} {qos}: {', '.join(sorted(topics))}"
+                                                   for (side, qos), topics in sorted(groups.items())))
 
     def _deactivate(self) -> None:
         """Stop publishing at once (a frame in progress publishes nothing) and drop the input."""
         self._active.clear()
         for camera in self.cameras:
-            if camera.subscription is not None:
-                self.destroy_subscription(camera.subscription)
-                camera.subscription = None
+            for sub in camera.subscriptions:
+                self.destroy_subscription(sub)
+            camera.subscriptions = []
         if self.worker is not None:
             self.worker.slot.clear()   # the frames waiting in the slot are dropped too
 
@@ -354,8 +391,19 @@ class SegppBehaviour:
             return direct
         return self.resolve_topic_name(camera.input("image")) + "/compressed"
 
+    def _camera_info_topic(self, camera: Camera) -> str:
+        """The resolved camera_info topic of a camera: image_transport's convention, the sibling of
+        its image topic (image:=/camera/image_raw -> /camera/camera_info), unless
+        <camera>/camera_info is remapped itself."""
+        direct = self.resolve_topic_name(camera.input("camera_info"))
+        if direct != self.resolve_topic_name(camera.input("camera_info"), only_expand=True):
+            return direct
+        return self.resolve_topic_name(camera.input("image")).rsplit("/", 1)[0] + "/camera_info"
+
     def _publish_label_info(self) -> None:
-        self.publish(self.pub_label_info, lambda: label_info_message(self.segmenter, self.get_clock().now().to_msg()))
+        stamp = self.get_clock().now().to_msg()
+        self.publish(self.pub_label_info, lambda: label_info_message(self.segmenter.classes, stamp))
+        self.publish(self.pub_palette, lambda: palette_message(self.segmenter, stamp))
 
     # -- parameters -------------------------------------------------------------------------------
     def _check_parameters(self, params: list[Parameter]) -> SetParametersResult:
@@ -396,6 +444,12 @@ class SegppBehaviour:
         self.health.input()
         camera.health.input()
         self.worker.slot.put(Frame(msg, time.monotonic(), camera), camera.name)
+
+    def _on_camera_info(self, camera: Camera, msg: CameraInfo) -> None:
+        camera.infos.put(_stamp_ns(msg.header), msg)
+
+    def _on_detections(self, camera: Camera, msg: Detection2DArray) -> None:
+        camera.detections.put(_stamp_ns(msg.header), msg)
 
     def _problem(self, kind: str, text: str, camera: Camera | None = None) -> None:
         """A frame that ends without labels: counted, told to the watchdogs (the node's and its
@@ -448,20 +502,21 @@ class SegppBehaviour:
         header = frame.msg.header
         stamp = _stamp_ns(header)
         if stamp > 0:
-            age = (self.get_clock().now().nanoseconds - stamp) / 1e9
-            if age < -FUTURE_TOLERANCE_S:
-                self.counters.bump("future_stamps")
-                camera.counters.bump("future_stamps")
-                self.health.future_stamp(-age)
-                camera.health.future_stamp(-age)
-                self.log_throttled("future_stamps", f"a frame on {camera.input_topic} is stamped {-age:.3f} s ahead "
-                                                    "of this node's clock: synchronise the camera's clock with this "
-                                                    "host's (chrony, PTP) or check use_sim_time")
+            # positive: the stamp is behind this node's clock
+            skew = (self.get_clock().now().nanoseconds - stamp) / 1e9
+            limit = settings["stamp_skew_warning"]
+            if limit > 0 and abs(skew) > limit:
+                self.counters.bump("skewed_stamps")
+                camera.counters.bump("skewed_stamps")
+                self.health.stamp_skew(skew)
+                camera.health.stamp_skew(skew)
+                self.log_throttled("skewed_stamps", f"a frame on {camera.input_topic} is stamped {stamp_text(skew)} "
+                                                    f"this node's clock: {skew_cause(skew)}; it is segmented anyway")
             max_age = settings["max_frame_age"]
-            if max_age > 0 and age > max_age:
-                self._problem("dropped_stale", f"dropping a frame {age:.3f} s old (max_frame_age {max_age} s); "
+            if max_age > 0 and skew > max_age:
+                self._problem("dropped_stale", f"dropping a frame {skew:.3f} s old (max_frame_age {max_age} s); "
                                                "if every frame is dropped, the camera's clock differs from this "
-                                               "node's: raise max_frame_age or set it to 0", camera)
+                                               "node's: set max_frame_age 0 (the default)", camera)
                 return None
         try:
             limits = dict(min_side=MIN_SIDE, max_pixels=settings["max_input_pixels"])
@@ -496,6 +551,7 @@ class SegppBehaviour:
         for d, result in zip(batch, results):
             camera, header = d.frame.camera, d.header
             self.publish(camera.publishers["label"], lambda: array_to_image(result.labels, header, encoding))
+            self._publish_camera_info(d, result.labels.shape)
             if result.color is not None:
                 self.publish(camera.publishers["color"], lambda: array_to_image(result.color, header, "rgb8"))
             # latency and rates describe the labels; keypoints follow on the pose stage's thread
@@ -515,6 +571,22 @@ class SegppBehaviour:
             return
         for result in results:
             self.publish_overlay(result)
+
+    def _publish_camera_info(self, d: Decoded, label_hw: tuple[int, int]) -> None:
+        """~/camera_info of a label: the frame's own camera_info (by stamp, else the latest,
+        counted) at the label's resolution; nothing before any camera_info arrived."""
+        camera = d.frame.camera
+        info, paired = camera.infos.match(d.stamp, late_s=CAMERA_INFO_LATE_S)
+        if info is None:
+            return
+        if not paired:
+            self.counters.bump("camera_info_unpaired")
+            camera.counters.bump("camera_info_unpaired")
+            self.log_throttled(f"camera_info_{camera.name}", f"no camera_info on {camera.info_topic} has the stamp of "
+                               f"the frame on {camera.input_topic}: ~/camera_info uses the latest one instead; stamp "
+                               "the camera_info of each image with the image's stamp")
+        self.publish(camera.publishers["camera_info"], lambda: scaled_camera_info(info, d.header, d.image.shape[:2],
+                                                                                 label_hw))
 
     def publish_overlay(self, result: FrameResult) -> None:
         """~/overlay of the result's camera, when it was wanted (made)."""
@@ -554,11 +626,13 @@ class SegppBehaviour:
         except Exception:  # noqa: BLE001 -- nothing left to report to
             pass
 
-    def _on_incompatible_qos(self, event: Any) -> None:
+    def _on_incompatible_qos(self, topic: str, side: str, qos: QoSProfile, event: Any) -> None:
+        """An incompatible peer of our ``side`` ('publisher', 'subscription') of ``topic``."""
         self.counters.bump("incompatible_qos")
-        self.log_throttled("qos", f"incompatible QoS with a peer (policy id {event.last_policy_kind}): "
-                            f"this node uses reliability '{self.values['qos.reliability']}'; set qos.reliability "
-                            "to match the camera")
+        peer = "a subscriber" if side == "publisher" else "a publisher"
+        self._incompatible.pop(topic, None)
+        self._incompatible[topic] = peer
+        self.log_throttled(f"qos_{topic}_{side}", incompatible_text(topic, side, qos, event))
 
     # -- diagnostics ------------------------------------------------------------------------------
     def _stages(self) -> list[Stage]:
@@ -622,6 +696,11 @@ class SegppBehaviour:
             "precision": precision_name(self.segmenter.dtype), "threads": str(self.inference_threads),
             "max_side": str(values["max_side"]),
             "input_topic": self.input_topic, "weights": self.segmenter.weights,
+            "stamp_skew_s": f"{self.health.last_skew:.3f}",
+            "camera_info": "; ".join(self._side_input_text(c.infos, c.info_topic) for c in self.cameras),
+            "incompatible_qos_peers": ", ".join(f"{peer} of {topic}" for topic, peer in
+                                                reversed(self._incompatible.items())) or "none",
+            "detections": "; ".join(self._side_input_text(c.detections, c.detections_topic) for c in self.cameras),
             **self.pose.status(values),
         }
         return DiagnosticStatus(level=bytes([verdict.level]), name=name,
@@ -645,11 +724,18 @@ class SegppBehaviour:
             "latency_p50_ms": f"{camera.latency.percentile(50):.1f}",
             "latency_p95_ms": f"{camera.latency.percentile(95):.1f}",
             "dropped_overwritten": str(self.worker.slot.overwritten_by[camera.name]),
+            "stamp_skew_s": f"{camera.health.last_skew:.3f}",
+            "camera_info": self._side_input_text(camera.infos, camera.info_topic),
             **{k: str(v) for k, v in sorted(camera.counters.items())},
         }
         return DiagnosticStatus(level=bytes([verdict.level]), name=f"{self.get_fully_qualified_name()}: camera "
                                 f"{camera.name}", message=verdict.message, hardware_id=camera.input_topic,
                                 values=[KeyValue(key=k, value=v) for k, v in fields.items()])
+
+    @staticmethod
+    def _side_input_text(store: Any, topic: str) -> str:
+        """'12 received on /camera/camera_info' or 'none received on ...' for /diagnostics."""
+        return f"{store.received or 'none'} received on {topic}"
 
     def _statuses(self) -> list[DiagnosticStatus]:
         """The model's status, then one per named camera (while configured)."""

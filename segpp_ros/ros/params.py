@@ -174,8 +174,20 @@ POSE_SPECS: list[ParamSpec] = [
     ParamSpec("pose.weights", "", "pose weights: our .safetensors or an mmpose .pth with a heatmap head; empty = "
               "the embedded COCO-17 model", read_only=True),
     ParamSpec("pose.box_source", "segmentation", "where person boxes come from: 'segmentation' (connected "
-              "components of the person classes in the label image) or 'whole_frame' (one person filling "
-              "the image, e.g. a pre-cropped camera)", choices=BOX_SOURCES),
+              "components of the person classes in the label image), 'whole_frame' (one person filling "
+              "the image, e.g. a pre-cropped camera) or 'detections' (a detector's vision_msgs/Detection2DArray "
+              "on detections, paired by stamp; frames without any get the segmentation's boxes)",
+              choices=BOX_SOURCES),
+    ParamSpec("pose.detection_classes", "person,0", "box_source detections: the detector's class ids that are "
+              "persons, comma-separated (names or numbers as the detector writes them: 'person' for most, '0' "
+              "for YOLO's COCO-80 ids; add '1' for COCO-91 ids)", check=_class_list,
+              constraint="class ids, comma-separated, at least one"),
+    ParamSpec("pose.detections_wait_ms", 100.0, "box_source detections: how long a frame waits for the "
+              "detections with its stamp before it takes the segmentation's boxes (counted)", low=0.0,
+              high=5000.0),
+    ParamSpec("pose.track_max_missed", 30, "a person's track id survives this many frames without the person "
+              "(hidden behind someone, out of view and back), then a new person gets a new id", low=0,
+              high=100_000),
     ParamSpec("pose.person_classes", "person,rider", "segmentation classes that are persons: names (from "
               "~/label_info) or class IDs, comma-separated", read_only=True, check=_class_list,
               constraint="class names or IDs, comma-separated, at least one"),
@@ -214,11 +226,12 @@ NODE_SPECS: list[ParamSpec] = [
               "camera at a time)", low=1, high=64),
     ParamSpec("transport", "raw", "input transport: 'raw' subscribes image (sensor_msgs/Image), 'compressed' "
               "subscribes image/compressed (sensor_msgs/CompressedImage)", read_only=True, choices=("raw", "compressed")),
-    ParamSpec("qos.reliability", "best_effort", "QoS reliability of the image input and the image outputs",
-              read_only=True, choices=("best_effort", "reliable")),
-    ParamSpec("qos.depth", 1, "QoS history depth of the image input and outputs", read_only=True, low=1, high=100),
-    ParamSpec("max_frame_age", 1.0, "drop frames older than this many seconds (node clock minus header stamp) "
-              "and count them; 0 disables", low=0.0, high=3600.0),
+    ParamSpec("max_frame_age", 0.0, "opt-in: drop frames whose header stamp is older than this many seconds "
+              "by the node's clock, and count them (0: never; a replayed bag, a camera on another clock or sim "
+              "time on one side only would lose every frame)", low=0.0, high=3600.0),
+    ParamSpec("stamp_skew_warning", 1.0, "warn on /diagnostics when a header stamp is further than this many "
+              "seconds from the node's clock, either way (0: never); the frame is segmented anyway",
+              low=0.0, high=1e9),
     ParamSpec("warmup_frames", 2, "forward passes before subscribing, so the first frame is not slow",
               read_only=True, low=0, high=100),
     ParamSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages", read_only=True,
@@ -368,7 +381,8 @@ def frame_settings(values: Mapping[str, Any], merge: MergeConfig, pose_merge: Me
             min_box_area=values["pose.min_box_area"], merge_gap=values["pose.merge_gap"],
             max_persons=values["pose.max_persons"], padding=values["pose.padding"],
             flip_test=values["pose.flip_test"], merge=pose_merge, budget_ms=values["pose.merge.budget_ms"],
-            score_threshold=values["pose.score_threshold"], draw_overlay=values["pose.draw_overlay"]))
+            score_threshold=values["pose.score_threshold"], draw_overlay=values["pose.draw_overlay"],
+            track_max_missed=values["pose.track_max_missed"]))
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,10 +1,12 @@
-"""The pose part of the segpp node: keypoints of the segmented frames -> ~/keypoints, ~/markers, ~/overlay.
+"""The pose part of the segpp node: keypoints of the segmented frames -> ~/keypoints, ~/persons, ~/markers, ~/overlay.
 
 Owned by SegppNode (segpp_ros.ros.node). A pipeline stage of its own: the segmentation thread
 hands each segmented batch over (keep-latest, like the camera input) and goes on with the next
 frame while this stage's thread runs the frame pipeline's keypoint step (person boxes, the pose
 network, skeletons on the overlay), so persons in view do not lower the label rate where there
-are cores (or a GPU) to spare. The parameter checks run on the executor.
+are cores (or a GPU) to spare. With pose.box_source detections this thread also waits (at most
+pose.detections_wait_ms) for the detector's boxes of each frame. The parameter checks run on the
+executor.
 """
 from __future__ import annotations
 
@@ -12,15 +14,16 @@ import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from segpp.msg import KeypointInfo, PersonKeypointsArray
+from vision_msgs.msg import Detection2DArray
 from visualization_msgs.msg import MarkerArray
 
-from ..inference.pipeline import FramePipeline, FrameResult
+from ..inference.pipeline import PERSON_BOXES, FramePipeline, FrameResult
 from ..inference.pose import PoseEstimator
 from .keypoint_msgs import keypoint_info_message, keypoints_message, markers_message
 from .params import Snapshot
 from .realtime import SlotWorker, Window
+from .vision import detected_persons, parse_classes, persons_message
 
 
 class PoseLoadError(RuntimeError):
@@ -62,16 +65,13 @@ class PoseOutput:
 
     def create_publishers(self) -> None:
         """The shared (latched) ~/keypoint_info."""
-        self.pub_info = self.node.create_publisher(KeypointInfo, "~/keypoint_info", QoSProfile(
-            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        self.pub_info = self.node.publisher(KeypointInfo, "~/keypoint_info", latched=True)
         self._publishers = [self.pub_info]
 
     def create_camera_publishers(self, camera: Any) -> None:
-        """A camera's ~/keypoints and ~/markers (kept on the camera, destroyed with its others)."""
-        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        camera.publishers["keypoints"] = self.node.create_publisher(PersonKeypointsArray, camera.output("keypoints"),
-                                                                    reliable)
-        camera.publishers["markers"] = self.node.create_publisher(MarkerArray, camera.output("markers"), reliable)
+        """A camera's ~/keypoints, ~/persons and ~/markers (kept on the camera, destroyed with its others)."""
+        for leaf, kind in (("keypoints", PersonKeypointsArray), ("persons", Detection2DArray), ("markers", MarkerArray)):
+            camera.publishers[leaf] = self.node.publisher(kind, camera.output(leaf))
 
     def destroy_publishers(self) -> None:
         for publisher in self._publishers:
@@ -154,12 +154,15 @@ class PoseOutput:
         on the results' overlays."""
         start = time.perf_counter()
         estimator = self.load(values)
+        if values["pose.box_source"] == "detections":
+            self._attach_detections(results, values)
         report = self.pipeline.keypoints(results, values.frame)
         if not report.budget_met:
             self.node.counters.bump("pose_budget_missed")
         for result in results:
             camera, header, found = result.frame.context.frame.camera, result.frame.context.header, result.pose
             self.node.publish(camera.publishers["keypoints"], lambda: keypoints_message(header, found))
+            self.node.publish(camera.publishers["persons"], lambda: persons_message(header, found))
             if camera.wants("markers"):
                 self.node.counters.bump("rendered_markers")
                 self.node.publish(camera.publishers["markers"], lambda: markers_message(
@@ -167,6 +170,29 @@ class PoseOutput:
                     values["pose.marker_scale"]))
         self.persons_last = sum(len(result.pose.persons) for result in results)
         self.latency.add((time.perf_counter() - start) * 1000)
+
+    def _attach_detections(self, results: list[FrameResult], values: Snapshot) -> None:
+        """Each frame's person boxes from the detector's message with its stamp (waiting at most
+        pose.detections_wait_ms in all); a frame without one keeps the segmentation's (counted)."""
+        deadline = time.monotonic() + values["pose.detections_wait_ms"] / 1000
+        classes = parse_classes(values["pose.detection_classes"])
+        for result in results:
+            decoded = result.frame.context
+            camera = decoded.frame.camera
+            msg = camera.detections.wait(decoded.stamp, max(deadline - time.monotonic(), 0.0))
+            if msg is None:
+                self.node.counters.bump("detections_missing")
+                camera.counters.bump("detections_missing")
+                heard = ("none has arrived yet" if camera.detections.received == 0
+                         else f"{camera.detections.received} arrived, none with this stamp")
+                self.node.log_throttled(f"detections_{camera.name}", f"no detections on {camera.detections_topic} "
+                                        f"for a frame of {camera.input_topic} within "
+                                        f"{values['pose.detections_wait_ms']:g} ms ({heard}): its person boxes come "
+                                        "from the segmentation instead; stamp the detections with the image's stamp "
+                                        "or raise pose.detections_wait_ms")
+                continue
+            h, w = decoded.image.shape[:2]
+            result.frame.extras[PERSON_BOXES] = detected_persons(msg, classes, h, w)
 
     def status(self, values: Mapping[str, Any]) -> dict[str, str]:
         """Diagnostics key/values of the pose stage."""

@@ -1,11 +1,11 @@
-"""Real-time plumbing with no ROS in it: a keep-latest frame slot and rolling statistics."""
+"""Real-time plumbing with no ROS in it: keep-latest frame slots, side inputs by stamp, rolling statistics."""
 from __future__ import annotations
 
 import statistics
 import sys
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from typing import Callable, Generic, Hashable, TypeVar
 
 import numpy as np
@@ -327,3 +327,51 @@ class Counters(Counter):
     def bump(self, key: str, n: int = 1) -> None:
         with self._lock:
             self[key] += n
+
+
+class ByStamp(Generic[T]):
+    """The last ``keep`` messages of a side input (camera_info, detections), by header stamp (ns):
+    filled on the executor, read by the worker threads, which pair them with a frame's stamp."""
+
+    def __init__(self, keep: int = 8) -> None:
+        self.keep = keep
+        self.received = 0
+        self._items: OrderedDict[int, T] = OrderedDict()
+        self._cond = threading.Condition()
+        self._paired = False         # the last match was exact
+
+    def put(self, stamp: int, item: T) -> None:
+        with self._cond:
+            self.received += 1
+            self._items.pop(stamp, None)
+            self._items[stamp] = item
+            while len(self._items) > self.keep:
+                self._items.popitem(last=False)
+            self._cond.notify_all()
+
+    def match(self, stamp: int, late_s: float = 0.0) -> tuple[T | None, bool]:
+        """(item, paired): the one stamped ``stamp`` (paired True), else the latest (paired
+        False), or None before any arrived. While the last match was exact, the one stamped
+        ``stamp`` is awaited up to ``late_s``: a driver publishes image and camera_info together,
+        but they travel on two topics and either may arrive first. A source that stamps apart
+        (no exact match last time) is never waited for."""
+        with self._cond:
+            if stamp not in self._items and self._paired and late_s > 0:
+                deadline = time.monotonic() + late_s
+                while stamp not in self._items and (left := deadline - time.monotonic()) > 0:
+                    self._cond.wait(left)
+            self._paired = stamp in self._items
+            if self._paired:
+                return self._items[stamp], True
+            return (next(reversed(self._items.values())), False) if self._items else (None, False)
+
+    def wait(self, stamp: int, timeout_s: float) -> T | None:
+        """The item stamped ``stamp``, waiting up to ``timeout_s`` for it to arrive; None after that."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while stamp not in self._items:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cond.wait(left)
+            return self._items[stamp]
