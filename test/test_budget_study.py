@@ -40,6 +40,7 @@ def test_plot_draws_both_panels(tmp_path):
     assert (img[:, :, 2] > 200).sum() > 100 and (img[:, :, 0] < 100).sum() > 100   # budget line, points
 
 
+@pytest.mark.ros_node
 def test_a_short_study_through_the_node(tmp_path):
     require_isolated_network()
     from segpp_ros.cli.budgetstudy import main

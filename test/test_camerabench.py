@@ -43,6 +43,7 @@ def test_refuses_outside_an_isolated_network(monkeypatch, capsys) -> None:
     assert "tools/netns-run" in capsys.readouterr().err
 
 
+@pytest.mark.ros_node
 def test_a_short_run_measures_both_modes(tmp_path, capsys) -> None:
     require_isolated_network()
     out = tmp_path / "camerabench.json"

@@ -174,6 +174,7 @@ def _stop(proc: subprocess.Popen) -> str:
     return out
 
 
+@pytest.mark.ros_node
 def test_camera_to_sink_over_dds(tmp_path) -> None:
     if not is_isolated_network():
         pytest.fail("this test starts DDS: run ROS tests via tools/netns-run or make test")

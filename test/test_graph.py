@@ -6,6 +6,8 @@ import pytest
 
 from .rosgraph import Probe, require_isolated_network, wait_for
 
+pytestmark = pytest.mark.ros_node   # node-level: make test runs these on Jazzy too
+
 
 def test_a_failing_probe_callback_surfaces_as_an_error() -> None:
     require_isolated_network()

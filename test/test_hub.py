@@ -67,21 +67,26 @@ def test_an_existing_path_is_a_path_even_if_it_looks_like_an_id(tmp_path, monkey
     assert resolve_weights("/no/such/file.pth") == Path("/no/such/file.pth")       # not an ID: left to the loader
 
 
+@pytest.mark.ros_node
 def test_the_node_takes_a_model_id(tmp_path) -> None:
     require_isolated_network()
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-    from segpp.msg import LabelInfo
+    from segpp.msg import LabelPalette
+    from vision_msgs.msg import LabelInfo
 
     cache = hub_cache(tmp_path / "hub")
     env = {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
     params = {"device": "cpu", "weights": REPO, "pose.enable": False, "warmup_frames": 1, "max_side": 64}
     node = NodeProcess(tmp_path, params, {}, name="segpp_hub", env=env)
     probe = Probe("segpp_hub_probe")
-    probe.subscribe(LabelInfo, "/segpp_hub/label_info", QoSProfile(
-        depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    probe.subscribe(LabelInfo, "/segpp_hub/label_info", latched)
+    probe.subscribe(LabelPalette, "/segpp_hub/palette", latched)
     try:
         info = wait_for(lambda: probe.messages("/segpp_hub/label_info"), 120, "label_info", node)[-1]
-        assert list(info.class_names) == ["sky", "road", "car"] and info.weights.endswith(COMMIT)
+        assert [c.class_name for c in info.class_map] == ["sky", "road", "car"]
+        palette = wait_for(lambda: probe.messages("/segpp_hub/palette"), 30, "palette", node)[-1]
+        assert palette.weights.endswith(COMMIT)
     finally:
         probe.close()
         assert node.stop() == 0

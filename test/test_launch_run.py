@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,18 +13,17 @@ import pytest
 from segpp_ros.ros.env import ensure_ament_prefix
 from segpp_ros.harness.graph import ProcessGroup
 
-from .rosgraph import require_isolated_network, wait_for
+from .rosgraph import ROS2, needs_ros2_cli, wait_for
 
-ROS2 = Path(sys.prefix) / "bin" / "ros2"
+pytestmark = pytest.mark.ros_node   # node-level: make test runs these on Jazzy too
+
 START_TIMEOUT = 120.0
 
 
 @pytest.fixture
 def launch(tmp_path):
     """Start `ros2 launch segpp segpp.launch.py ARGS...`; every group started is killed at the end."""
-    require_isolated_network()
-    if not ROS2.exists():
-        pytest.skip("no ros2 command in this environment (make venv installs it from ../shared/ros2-tools)")
+    needs_ros2_cli()
     ensure_ament_prefix()
     groups: list[ProcessGroup] = []
 

@@ -11,8 +11,10 @@ import pytest
 
 from segpp_ros.harness.graph import ProcessGroup
 
-from .rosgraph import Probe, diagnostics_status, require_isolated_network, wait_for
+from .rosgraph import Probe, diagnostics_status, needs_ros2_cli, wait_for
 from .test_ros2_cli import ROS2, SCENE, _env, cli, params_file, ros2
+
+pytestmark = pytest.mark.ros_node   # node-level: make test runs these on Jazzy too
 
 NODE = "/segpp"
 CAMERA = "/lc_cam/image"
@@ -29,9 +31,7 @@ def lifecycle(tmp, verb: str, *args: str) -> str:
 def managed(tmp_path):
     """A managed node under ros2 launch (weights that do not load, at first), a camera at 5 Hz,
     a probe on its labels and /diagnostics."""
-    require_isolated_network()
-    if not ROS2.exists():
-        pytest.skip("no ros2 command in this environment (make venv installs it from ../shared/ros2-tools)")
+    needs_ros2_cli()
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import QoSProfile
     from sensor_msgs.msg import Image
@@ -140,9 +140,7 @@ def test_shutdown_from_unconfigured(managed):
 
 
 def test_autostart_configures_and_activates(tmp_path):
-    require_isolated_network()
-    if not ROS2.exists():
-        pytest.skip("no ros2 command in this environment (make venv installs it from ../shared/ros2-tools)")
+    needs_ros2_cli()
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import QoSProfile
 

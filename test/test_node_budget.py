@@ -20,6 +20,8 @@ from .rosgraph import (
     wait_for,
 )
 
+pytestmark = pytest.mark.ros_node   # node-level: make test runs these on Jazzy too
+
 NAME = "segpp_budget"
 TOPIC = "/budget_cam/image"
 BUDGET_MS = 250.0

@@ -23,6 +23,8 @@ from .rosgraph import (
     wait_for,
 )
 
+pytestmark = pytest.mark.ros_node   # node-level: make test runs these on Jazzy too
+
 NAME = "segpp_cams"
 CAMERAS = ("front", "rear")
 H, W = 96, 160

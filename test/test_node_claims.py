@@ -25,6 +25,8 @@ from .rosgraph import (
     wait_for,
 )
 
+pytestmark = pytest.mark.ros_node   # node-level: make test runs these on Jazzy too
+
 NAME = "segpp_claims"
 TOPIC = "/claims_cam/image"
 PARAMS = {"device": "cpu", "max_side": 128, "threads": 1, "warmup_frames": 1, "diagnostics_period": 0.2,

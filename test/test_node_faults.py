@@ -30,6 +30,8 @@ from .rosgraph import (
 )
 from .rosgraph import reference_labels as labels_for
 
+pytestmark = pytest.mark.ros_node   # node-level: make test runs these on Jazzy too
+
 NAME = "segpp_faults"
 IMAGE_TOPIC = "/fault_cam/image"
 H, W = 120, 200

@@ -25,6 +25,8 @@ from .rosgraph import (
     wait_for,
 )
 
+pytestmark = pytest.mark.ros_node   # node-level: make test runs these on Jazzy too
+
 NAME = "segpp_pose"
 IMAGE_TOPIC = "/pose_cam/image"
 # five person components at max_side 256 with min area 100 (checked below); max_persons caps them at 3

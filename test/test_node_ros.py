@@ -28,6 +28,8 @@ from .rosgraph import (  # noqa: F401
 )
 from .rosgraph import reference_labels as labels_for
 
+pytestmark = pytest.mark.ros_node   # node-level: make test runs these on Jazzy too
+
 IMAGE_TOPIC = "/test_cam/image"
 H, W = 120, 200
 # small network input and one thread: fast, and bit-identical to the in-process reference

@@ -19,11 +19,13 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.ros_node   # a ROS workspace build: make test runs these on Jazzy too
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "segpp"
 PY_VERSION = f"python{sys.version_info.major}.{sys.version_info.minor}"
 # what a checkout holds besides the package (.gitignore, the venv, git): not copied into the workspace
-NOT_SOURCES = (".git", ".venv", "venv", "build", "install", "log", "out", ".pytest_cache", ".ruff_cache",
+NOT_SOURCES = (".git", ".venv", ".venv-*", "venv", "build", "install", "log", "out", ".pytest_cache", ".ruff_cache",
                "__pycache__", "*.pyc", "*.egg-info")
 
 

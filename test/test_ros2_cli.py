@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -18,9 +17,10 @@ from segpp_ros.ros.env import ensure_ament_prefix
 from segpp_ros.harness.graph import ProcessGroup, write_params_file
 from segpp_ros.training.data.scenes import render_scene
 
-from .rosgraph import Probe, diagnostics_status, require_isolated_network, wait_for
+from .rosgraph import ROS2, Probe, diagnostics_status, needs_ros2_cli, wait_for
 
-ROS2 = Path(sys.prefix) / "bin" / "ros2"
+pytestmark = pytest.mark.ros_node   # node-level: make test runs these on Jazzy too
+
 NODE = "/robot/segpp"
 CAMERA = "/cli_cam/image"
 # persons in view at max_side 256, so keypoints flow too
@@ -59,9 +59,7 @@ def cli(tmp: Path, verb: str, sub: str, *args: str) -> str:
 
 def needs_ros2() -> None:
     """DDS stays on this host; skip (saying why) where there is no ros2 command."""
-    require_isolated_network()
-    if not ROS2.exists():
-        pytest.skip("no ros2 command in this environment (make venv installs it from ../shared/ros2-tools)")
+    needs_ros2_cli()
     ensure_ament_prefix()
 
 

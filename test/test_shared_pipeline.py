@@ -13,6 +13,8 @@ from .conftest import one_thread
 from .rosgraph import NodeProcess, Probe, diagnostics_values, require_isolated_network, roundtrip, wait_for
 from .test_bag import MAX_SIDE, ROBOT_PARAMS, frames, read_bag, write_bag
 
+pytestmark = pytest.mark.ros_node   # node-level: make test runs these on Jazzy too
+
 TOPIC = "/shared_cam/image"
 
 

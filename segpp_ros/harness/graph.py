@@ -37,9 +37,11 @@ class NodeProcess:
     """The segpp node started like launch_ros does: executable, --ros-args, params files, remaps."""
 
     def __init__(self, log_dir: Path, params: dict[str, Any], remaps: dict[str, str], name: str = "segpp",
-                 params_file: Path | None = None, env: dict[str, str] | None = None) -> None:
+                 params_file: Path | None = None, env: dict[str, str] | None = None,
+                 args: tuple[str, ...] = ()) -> None:
+        """``args``: the executable's own arguments (``--lifecycle``), before --ros-args."""
         overrides = write_params_file(log_dir / f"{name}_overrides.yaml", params)
-        self.cmd = [str(node_executable()), "--ros-args", "-r", f"__node:={name}",
+        self.cmd = [str(node_executable()), *args, "--ros-args", "-r", f"__node:={name}",
                     "--params-file", str(params_file or share_file("config", "segpp.yaml")), "--params-file", str(overrides)]
         for src, dst in remaps.items():
             self.cmd += ["-r", f"{src}:={dst}"]
