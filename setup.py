@@ -9,7 +9,7 @@ setup(
     packages=find_packages(include=["segpp_ros", "segpp_ros.*"]),
     python_requires=">=3.10",
     install_requires=["torch>=2.3", "numpy>=1.26", "safetensors>=0.4", "tqdm>=4.60", "opencv-python-headless>=4.8",
-                      "rosbags>=0.10", "huggingface_hub>=0.20"],
+                      "rosbags>=0.10", "huggingface_hub>=0.20", "numba>=0.59", "PyYAML>=6"],
     package_data={"segpp_ros.weights": ["*.safetensors"], "segpp_ros.samples": ["*.jpg"]},
     entry_points={
         "console_scripts": [
@@ -30,6 +30,7 @@ setup(
             "segpp-budget-study = segpp_ros.cli.budgetstudy:main",
             "segpp-bag = segpp_ros.cli.bag:main",
             "segpp-walk = segpp_ros.cli.walk:main",
+            "segpp-framebench = segpp_ros.cli.framebench:main",
         ],
     },
 )

@@ -6,7 +6,8 @@ Against the CPU in float32: labels per preset and precision (agreement >= 99.5 %
 >= 99 % in 16 bits), no NaN, grouped means of a 1000-token group, identical results on repeat,
 no host synchronisation in a steady-state frame but the result copy, stable memory over 100
 preset switches, a CUDA graph per preset equal to the eager pass, keypoints within 0.5 px, and
-same-size frames of one batch (two cameras) each getting what it gets alone.
+same-size frames of one batch (two cameras) each getting what it gets alone, and full-resolution
+labels on the device within the exactness rule of the CPU's label kernel (test/label_exactness.py).
 """
 from __future__ import annotations
 
@@ -72,6 +73,26 @@ def test_the_same_input_gives_the_same_labels(scene):
     first = seg(scene.image).labels
     for _ in range(3):
         np.testing.assert_array_equal(seg(scene.image).labels, first)
+
+
+def test_full_resolution_labels_on_the_device_keep_the_exactness_rule():
+    """The device path (every class map resized on the device, then the argmax) from float32
+    logits of a real frame at 1080p (small: 240x320): where its labels differ from the CPU
+    kernel's, the classes tie within the rule of test/label_exactness.py."""
+    from segpp_ros.inference.label_kernel import cell_labels
+    from segpp_ros.inference.labels import upsampled_argmax
+
+    from .label_exactness import violations
+
+    size = (240, 320) if SMALL else (1080, 1920)
+    image = render_scene(10_000_322, *size).image
+    seg = Segmenter(None, device="cpu", max_side=256)
+    with torch.inference_mode():
+        logits = seg.forward(seg._network_input(torch.from_numpy(image)[None], (size[0] * 256 // size[1], 256)))
+        on_device = upsampled_argmax(logits.to(DEVICE), size).cpu().numpy()
+    array = logits[0].numpy()
+    found = violations(array, on_device, cell_labels(array, size))
+    assert found["bad"] == 0, found
 
 
 @pytest.mark.skipif(not ON_CUDA, reason="host synchronisation is a CUDA notion")

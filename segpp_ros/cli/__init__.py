@@ -52,6 +52,30 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an int >= 1."""
+    value = non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return value
+
+
+def positive_ints(text: str) -> list[int]:
+    """argparse type: comma-separated ints, each 1 or more, at least one ('1,2,4')."""
+    values = [positive_int(v) for v in text.split(",") if v.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers, e.g. 1,2,4")
+    return values
+
+
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    """argparse type: comma-separated HEIGHTxWIDTH sizes, at least one."""
+    sizes = [parse_size(s) for s in text.split(",") if s.strip()]
+    if not sizes:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated HEIGHTxWIDTH sizes")
+    return sizes
+
+
 def add_timing_args(p: argparse.ArgumentParser, warmup: int, iters: int, threads: int, rounds_of: str) -> None:
     """The options every benchmark takes: threads, warm-up and timed rounds, seed, JSON output."""
     p.add_argument("--threads", type=int, default=threads, help="CPU threads (0: torch default)")

@@ -18,8 +18,7 @@ import sys
 import threading
 from pathlib import Path
 
-from . import non_negative_float, non_negative_int, preset_error
-from .rosbench import positive_int
+from . import non_negative_float, non_negative_int, positive_int, preset_error
 
 PROG = "segpp-bag"
 

@@ -19,26 +19,17 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..ros.env import is_isolated_network
-from . import non_negative_int
-from .rosbench import parse_sizes, positive_int
+from . import non_negative_int, parse_sizes, positive_int, positive_ints
 
 PROG = "segpp-camerabench"
 SCENE_SEED = 20_240_612
-
-
-def parse_counts(text: str) -> list[int]:
-    """argparse type: comma-separated camera counts, each 1 or more."""
-    counts = [positive_int(c) for c in text.split(",") if c.strip()]
-    if not counts:
-        raise argparse.ArgumentTypeError("--cameras needs at least one count")
-    return counts
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=parse_sizes, default=parse_sizes("480x640,720x1280"),
                    help="comma-separated HEIGHTxWIDTH camera image sizes (default: 480x640,720x1280)")
-    p.add_argument("--cameras", type=parse_counts, default=parse_counts("1,2,4"),
+    p.add_argument("--cameras", type=positive_ints, default=positive_ints("1,2,4"),
                    help="comma-separated camera counts (default: 1,2,4)")
     p.add_argument("--max-side", type=non_negative_int, default=256,
                    help="node parameter max_side (default: 256)")

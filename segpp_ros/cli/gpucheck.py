@@ -121,46 +121,25 @@ def bench(device: torch.device, dry: bool) -> list[dict]:
 
 
 def split(device: torch.device, dry: bool) -> list[dict]:
-    """The Segmenter's time per frame in three parts (CUDA events or the wall clock), embedded B0."""
+    """The Segmenter's time per frame in its parts (CUDA events or the wall clock), embedded B0,
+    from the Segmentation's own split; labels checked against the exactness rule of the classic
+    path (test/label_exactness.py) on the same logits are test_cuda's."""
     import numpy as np
-    import torch
-    import torch.nn.functional as F
 
     from ..inference import Segmenter
-    from ..inference.labels import upsampled_argmax
-    from ..inference.preprocess import normalise, upload
     from ..inference.segmenter import network_size
-    from ..inference.timing import DeviceTimer
 
     height, width = (240, 320) if dry else (1080, 1920)
     image = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
     rows = []
-    for max_side in ((128,) if dry else (512, 1024)):
+    for max_side in ((128,) if dry else (256, 512, 1024)):
         seg = Segmenter(None, device=str(device), max_side=max_side)
-        nh, nw = network_size(height, width, max_side)
-        parts: dict[str, list[float]] = {"pre": [], "network": [], "post": [], "total": []}
-        for i in range(3 if dry else 30):
-            timers = {k: DeviceTimer(seg.device) for k in ("pre", "network", "post")}
-            start = time.perf_counter()
-            with torch.inference_mode(), seg.stream():
-                timers["pre"].start()
-                x = normalise(upload(image, seg.device, seg._uploads), seg.dtype)
-                x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
-                timers["pre"].stop()
-                timers["network"].start()
-                logits = seg.forward(x)
-                timers["network"].stop()
-                timers["post"].start()
-                labels = upsampled_argmax(logits, (height, width)).to(torch.uint8).cpu()
-                timers["post"].stop()
-            total = (time.perf_counter() - start) * 1000
-            if i >= (1 if dry else 5):
-                for k, t in timers.items():
-                    parts[k].append(t.ms())
-                parts["total"].append(total)
-            del labels
-        rows.append({"input": f"{height}x{width}", "network": f"{nh}x{nw}", "precision": str(seg.dtype),
-                     **{f"{k}_ms": round(float(np.median(v)), 2) for k, v in parts.items()}})
+        results = [seg(image, color=True, overlay_alpha=0.5) for _ in range(3 if dry else 30)]
+        results = results[1 if dry else 5:]
+        rows.append({"input": f"{height}x{width}", "network": "x".join(map(str, network_size(height, width, max_side))),
+                     "precision": str(seg.dtype), "frame_path": seg.frame_path,
+                     **{k: round(float(np.median([getattr(r, k) for r in results])), 2)
+                        for k in ("pre_ms", "network_ms", "post_ms", "colour_ms", "total_ms")}})
     return rows
 
 

@@ -16,17 +16,7 @@ import torch
 
 from ..model import PRESETS
 from ..training.posebench import format_tables, run
-from . import add_timing_args, parse_preset_args, parse_size, preset_error
-
-
-def _counts(text: str) -> list[int]:
-    try:
-        counts = [int(v) for v in text.split(",") if v]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--persons takes comma-separated counts, e.g. 1,4,8, not {text!r}") from None
-    if not counts or min(counts) < 1:
-        raise argparse.ArgumentTypeError(f"--persons counts must be >= 1, got {text!r}")
-    return counts
+from . import add_timing_args, parse_preset_args, parse_size, positive_ints, preset_error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="pose checkpoint (default: the embedded B0 pose model)")
     p.add_argument("--input-size", type=parse_size, default=(384, 288), help="pose crop size HEIGHTxWIDTH")
     p.add_argument("--frame", type=parse_size, default=(720, 1280), help="synthetic frame size HEIGHTxWIDTH")
-    p.add_argument("--persons", type=_counts, default=[1, 4, 8], help="comma-separated person counts")
+    p.add_argument("--persons", type=positive_ints, default=[1, 4, 8], help="comma-separated person counts")
     p.add_argument("--presets", default="none,hq,fast,2x2,downsample",
                    help=f"comma-separated merge presets; 'none' is the reference ({', '.join(PRESETS)})")
     p.add_argument("--flip-test", action="store_true", help="time with flip test (doubles the crops)")

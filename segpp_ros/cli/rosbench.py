@@ -19,25 +19,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..ros.env import is_isolated_network
-from . import non_negative_int, parse_size
+from . import non_negative_int, parse_sizes, positive_int
 
 PROG = "segpp-rosbench"
 SCENE_SEED = 20_240_611
-
-
-def parse_sizes(text: str) -> list[tuple[int, int]]:
-    """argparse type: comma-separated HEIGHTxWIDTH sizes, at least one."""
-    sizes = [parse_size(s) for s in text.split(",") if s.strip()]
-    if not sizes:
-        raise argparse.ArgumentTypeError("--sizes needs at least one HEIGHTxWIDTH")
-    return sizes
-
-
-def positive_int(text: str) -> int:
-    value = non_negative_int(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
-    return value
 
 
 def rounds_arg(text: str) -> int:

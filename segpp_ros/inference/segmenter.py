@@ -17,10 +17,14 @@ import torch.nn.functional as F
 from ..model import MergeConfig, SegFormerPP
 from .colors import Palette
 from .graphs import GraphedForward
+from .label_kernel import cell_labels
 from .labels import upsampled_argmax
 from .loader import load_for_inference
 from .preprocess import PinnedUploads, normalise, upload
 from .timing import DeviceTimer, on_stream
+
+
+FRAME_PATHS: tuple[str, ...] = ("auto", "fast", "classic")
 
 
 def network_size(h: int, w: int, max_side: int | None) -> tuple[int, int]:
@@ -34,20 +38,34 @@ def network_size(h: int, w: int, max_side: int | None) -> tuple[int, int]:
 @dataclass
 class Segmentation:
     """One image's result: labels [H, W] (uint8, uint16 above 255 classes), the palette colours
-    [H, W, 3] and the overlay [H, W, 3] when asked for, and timings in ms."""
+    [H, W, 3] and the overlay [H, W, 3] when asked for, and timings in ms of the call (of its
+    whole batch): network_ms the forward pass, total_ms all of it, split further into pre_ms
+    (upload, normalisation, resizing to the network input), post_ms (labels from the logits)
+    and colour_ms (colours and overlay; on a GPU they are part of post_ms)."""
 
     labels: np.ndarray
     network_ms: float
     total_ms: float
     color: np.ndarray | None = None
     overlay: np.ndarray | None = None
+    pre_ms: float = 0.0
+    post_ms: float = 0.0
+    colour_ms: float = 0.0
 
 
 class Segmenter:
     """A loaded segmentation model with its pre- and post-processing.
 
-    labels come back at input resolution (logits resized bilinearly before the argmax, so
+    labels come back at input resolution (the argmax of the logits resized bilinearly, so
     boundaries are exact to the pixel) or at network resolution (``output="network"``).
+
+    ``frame_path`` chooses how a frame gets there on the CPU. ``fast`` (the CPU's default):
+    the uint8 frame is resized (antialiased) to the network size before it is normalised, and
+    the labels come from the network-resolution logits cell by cell (segpp_ros.inference.
+    label_kernel: no class map is resized; a label differs from the classic one only where two
+    classes' interpolated logits tie within float32 rounding). ``classic`` (CUDA's default, and
+    the reference): the frame is normalised at full size and resized in float, and every class
+    map is resized before the argmax (segpp_ros.inference.labels).
 
     On a GPU everything between the uint8 upload and the result copy stays on the device
     (normalisation, resizing, upsampling with the argmax, palette colours, overlay), on a CUDA
@@ -58,9 +76,15 @@ class Segmenter:
 
     def __init__(self, weights: str | os.PathLike | None = None, device: str = "auto", precision: str = "auto",
                  merge: str | MergeConfig | Mapping[str, Any] = "none", max_side: int | None = None,
-                 cuda_graphs: bool = True) -> None:
+                 cuda_graphs: bool = True, frame_path: str = "auto") -> None:
+        if frame_path not in FRAME_PATHS:
+            raise ValueError(f"frame_path must be one of {', '.join(FRAME_PATHS)}, got {frame_path!r}")
         self.model: SegFormerPP
         self.model, self.device, self.dtype, self.weights = load_for_inference(weights, "seg", device, precision)
+        if frame_path == "fast" and self.device.type != "cpu":
+            raise ValueError(f"frame_path 'fast' runs on the CPU; on {self.device} use 'auto' or 'classic' (the "
+                             "device path)")
+        self.frame_path = ("fast" if self.device.type == "cpu" else "classic") if frame_path == "auto" else frame_path
         self.max_side = max_side
         self.model.set_merge(merge)
         n = self.model.num_outputs
@@ -119,18 +143,20 @@ class Segmenter:
                              "batch the images of each size separately")
         network = networks.pop()
         with self.stream():
-            results, timer = self.device_results(groups, output, network, color, overlay_alpha)
+            results, timers = self.device_results(groups, output, network, color, overlay_alpha)
             # the one synchronisation of the call
             copied = [tuple(t.cpu().numpy() if t is not None else None for t in r) for r in results]
+        colour_start = time.perf_counter()
         if self.device.type != "cuda" and (color or overlay_alpha is not None):
             # on the CPU the colours and the overlay are lookups on the copied labels
             images = [im for g in groups for im in g]
             copied = [(labels, *self._render(labels, image, color, overlay_alpha))
                       for (labels, _, _), image in zip(copied, images)]
-        network_ms = timer.ms()
-        total_ms = (time.perf_counter() - start) * 1000
+        end = time.perf_counter()
+        ms = {name: timer.ms() for name, timer in timers.items()}
         return [Segmentation(labels if self.label_dtype == np.uint8 else labels.astype(self.label_dtype),
-                             network_ms, total_ms, colors, overlay) for labels, colors, overlay in copied]
+                             ms["network"], (end - start) * 1000, colors, overlay, ms["pre"], ms["post"],
+                             (end - colour_start) * 1000) for labels, colors, overlay in copied]
 
     def stream(self) -> contextlib.AbstractContextManager:
         """The Segmenter's own CUDA stream as the current one (nothing on the CPU)."""
@@ -141,33 +167,49 @@ class Segmenter:
         """Everything up to the result copy, queued on the device with no synchronisation:
         groups are [b, H, W, 3] uint8 arrays (one size each) whose network input size is
         ``network``; per image (labels, colours, overlay) device tensors at its own size
-        (``output`` 'input') or the network's, and the forward pass's timer."""
-        timer = DeviceTimer(self.device)
+        (``output`` 'input') or the network's, and the timers of the three steps (pre, network,
+        post)."""
+        timers = {name: DeviceTimer(self.device) for name in ("pre", "network", "post")}
+        timers["pre"].start()
         pixels, inputs = [], []
-        # PyTorch's CPU kernel for antialiased resizing has no 16-bit version: there an image to
-        # resize is normalised and resized in float32, then cast (CUDA resizes in the network's
-        # precision)
-        resize_dtype = self.dtype if self.device.type == "cuda" else torch.float32
         for group in groups:
             uploaded = upload(group, self.device, self._uploads)
-            if network != tuple(group.shape[1:3]):
-                x = F.interpolate(normalise(uploaded, resize_dtype), size=network, mode="bilinear",
-                                  align_corners=False, antialias=True).to(self.dtype)
-            else:
-                x = normalise(uploaded, self.dtype)
             pixels += list(uploaded)
-            inputs.append(x)
+            inputs.append(self._network_input(uploaded, network))
         x = inputs[0] if len(inputs) == 1 else torch.cat(inputs)
-        timer.start()
+        timers["pre"].stop()
+        timers["network"].start()
         logits = self.forward(x)
-        timer.stop()
-        return [self._post(logits[i:i + 1], p, tuple(p.shape[:2]) if output == "input" else network, color,
-                           overlay_alpha) for i, p in enumerate(pixels)], timer
+        timers["network"].stop()
+        timers["post"].start()
+        results = [self._post(logits[i:i + 1], p, tuple(p.shape[:2]) if output == "input" else network, color,
+                              overlay_alpha) for i, p in enumerate(pixels)]
+        timers["post"].stop()
+        return results, timers
+
+    def _network_input(self, images: torch.Tensor, network: tuple[int, int]) -> torch.Tensor:
+        """uint8 [b, H, W, 3] on the device -> the network's input [b, 3, h, w] in its dtype."""
+        if network == tuple(images.shape[1:3]):
+            return normalise(images, self.dtype)
+        if self.frame_path == "fast":
+            # resized as uint8 (PyTorch's antialiased uint8 kernel, channels last: the same
+            # filter as the float resize, rounded to whole grey levels), then normalised small
+            small = F.interpolate(images.permute(0, 3, 1, 2), size=network, mode="bilinear", align_corners=False,
+                                  antialias=True)
+            return normalise(small.permute(0, 2, 3, 1), self.dtype)
+        # PyTorch's CPU kernel for antialiased resizing has no 16-bit version: there an image is
+        # normalised and resized in float32, then cast (CUDA resizes in the network's precision)
+        resize_dtype = self.dtype if self.device.type == "cuda" else torch.float32
+        return F.interpolate(normalise(images, resize_dtype), size=network, mode="bilinear", align_corners=False,
+                             antialias=True).to(self.dtype)
 
     def _post(self, logits: torch.Tensor, pixels: torch.Tensor, size: tuple[int, int], color: bool,
               overlay_alpha: float | None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """On the device: labels [H, W], and on a GPU the colours / overlay when asked for (the
         CPU makes those from the copied labels, see ``batch``)."""
+        if self.frame_path == "fast" and size != tuple(logits.shape[2:]):
+            # no tensor leaves the CPU: the kernel's NumPy labels, wrapped for the common copy
+            return torch.from_numpy(cell_labels(logits[0].float().numpy(), size, self.label_dtype)), None, None
         index = upsampled_argmax(logits, size)
         labels = index.to(torch.uint8 if self.label_dtype == np.uint8 else torch.int32)
         if self.device.type != "cuda":
