@@ -64,7 +64,7 @@ def positive_ints(text: str) -> list[int]:
     """argparse type: comma-separated ints, each 1 or more, at least one ('1,2,4')."""
     values = [positive_int(v) for v in text.split(",") if v.strip()]
     if not values:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers, e.g. 1,2,4")
+        raise argparse.ArgumentTypeError(f"{text!r}: expected at least one integer, comma-separated (e.g. 1,2,4)")
     return values
 
 
@@ -72,7 +72,7 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
     """argparse type: comma-separated HEIGHTxWIDTH sizes, at least one."""
     sizes = [parse_size(s) for s in text.split(",") if s.strip()]
     if not sizes:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated HEIGHTxWIDTH sizes")
+        raise argparse.ArgumentTypeError(f"{text!r}: expected at least one HEIGHTxWIDTH size, comma-separated")
     return sizes
 
 
