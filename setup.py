@@ -9,7 +9,8 @@ setup(
     packages=find_packages(include=["segpp_ros", "segpp_ros.*"]),
     python_requires=">=3.10",
     install_requires=["torch>=2.3", "numpy>=1.26", "safetensors>=0.4", "tqdm>=4.60", "opencv-python-headless>=4.8",
-                      "rosbags>=0.10", "huggingface_hub>=0.20", "numba>=0.59", "PyYAML>=6"],
+                      "rosbags>=0.10", "huggingface_hub>=0.20", "numba>=0.59", "PyYAML>=6", "openvino>=2025.1",
+                      "onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.18"],
     package_data={"segpp_ros.weights": ["*.safetensors"], "segpp_ros.samples": ["*.jpg"]},
     entry_points={
         "console_scripts": [
@@ -31,6 +32,7 @@ setup(
             "segpp-bag = segpp_ros.cli.bag:main",
             "segpp-walk = segpp_ros.cli.walk:main",
             "segpp-framebench = segpp_ros.cli.framebench:main",
+            "segpp-export = segpp_ros.cli.export:main",
         ],
     },
 )

@@ -7,6 +7,7 @@
     ros2 launch segpp segpp.launch.py image:=/camera/image_raw rviz:=true   # and RViz2 with config/segpp.rviz
     ros2 launch segpp segpp.launch.py image:=/camera/image_raw use_sim_time:=true   # a bag played with --clock
     ros2 launch segpp segpp.launch.py image:=/cam/image detections:=/yolo/detections   # with a detector's boxes
+    ros2 launch segpp segpp.launch.py image:=/camera/image_raw backend:=torch    # PyTorch instead of OpenVINO
 
 The camera_info of the image is its sibling (image:=/camera/image_raw -> /camera/camera_info,
 image_transport's convention) unless camera_info:=... names another.
@@ -36,6 +37,7 @@ EXIT_REFUSED = 78  # the node's exit code when it refuses to start (sysexits' EX
 PARAMETER_ARGUMENTS = {
     "weights": "segmentation weights file (empty: the params file's, by default the embedded model)",
     "device": "auto, cpu, cuda or cuda:N (empty: the params file's)",
+    "backend": "auto, torch or openvino (empty: the params file's, by default auto: openvino on the CPU)",
     "transport": "raw (image) or compressed (image/compressed) (empty: the params file's)",
 }
 

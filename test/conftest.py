@@ -1,11 +1,21 @@
 """Shared fixtures: tiny models that keep every test fast on a CPU."""
 from __future__ import annotations
 
+import atexit
 import contextlib
+import os
+import shutil
+import tempfile
 from typing import Iterator
 
 import pytest
 import torch
+
+# exports and compiled models of the OpenVINO backend go to a folder of this test run (node
+# processes started by the tests inherit it), never to the user's cache
+if "SEGPP_CACHE_DIR" not in os.environ:
+    os.environ["SEGPP_CACHE_DIR"] = tempfile.mkdtemp(prefix="segpp-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["SEGPP_CACHE_DIR"], True)
 
 from segpp_ros.model import MiTSpec, build_model
 

@@ -27,7 +27,7 @@ from segpp_ros.ros.conversions import image_to_rgb, rgb_to_compressed, rgb_to_im
 SAMPLES = Path(__file__).resolve().parent.parent / "segpp_ros" / "samples"
 H, W = 96, 192
 MAX_SIDE = 128
-OPTIONS = Options(device="cpu", max_side=MAX_SIDE)
+OPTIONS = Options(device="cpu", backend="torch", max_side=MAX_SIDE)
 T0 = 1_700_000_000 * 10**9          # header stamps: T0 + i x 100 ms; receive times 7 ms later
 
 
@@ -90,7 +90,7 @@ def core_labels(image: np.ndarray) -> np.ndarray:
 def test_a_bag_gets_what_the_node_publishes(tmp_path, storage) -> None:
     images = frames(4)
     write_bag(tmp_path / "in", images, storage)
-    summary = process(tmp_path / "in", tmp_path / "out", Options(device="cpu", max_side=MAX_SIDE, storage=storage))
+    summary = process(tmp_path / "in", tmp_path / "out", Options(device="cpu", backend="torch", max_side=MAX_SIDE, storage=storage))
     assert (summary.topic, summary.read, summary.processed, summary.stopped) == ("/cam/image", 4, 4, False)
     got = read_bag(tmp_path / "out")
     source = read_bag(tmp_path / "in")
@@ -128,7 +128,7 @@ def test_the_output_topics_carry_the_qos_the_node_offers(tmp_path) -> None:
     from rosbags.interfaces import QosDurability, QosReliability
 
     write_bag(tmp_path / "in", frames(1))
-    process(tmp_path / "in", tmp_path / "out", Options(device="cpu", max_side=MAX_SIDE, pose=False))
+    process(tmp_path / "in", tmp_path / "out", Options(device="cpu", backend="torch", max_side=MAX_SIDE, pose=False))
     with AnyReader([tmp_path / "out"]) as reader:
         qos = {c.topic: c.ext.offered_qos_profiles for c in reader.connections}
     for topic in ("/segpp/label_info", "/segpp/palette"):
@@ -143,7 +143,7 @@ def test_the_output_topics_carry_the_qos_the_node_offers(tmp_path) -> None:
 def test_every_nth_frame_in_a_time_range(tmp_path) -> None:
     write_bag(tmp_path / "in", frames(10))
     # frames at 0.0, 0.1, ... 0.9 s from the start: [0.25, 0.85) holds frames 3..8, every 2nd of them
-    summary = process(tmp_path / "in", tmp_path / "out", Options(device="cpu", max_side=MAX_SIDE, every=2,
+    summary = process(tmp_path / "in", tmp_path / "out", Options(device="cpu", backend="torch", max_side=MAX_SIDE, every=2,
                                                                  start_s=0.25, end_s=0.85, outputs=("label",)))
     got = read_bag(tmp_path / "out")
     assert [m.header.frame_id for _, m, _ in got["/segpp/label"]] == ["cam_3", "cam_5", "cam_7"]
@@ -153,7 +153,7 @@ def test_every_nth_frame_in_a_time_range(tmp_path) -> None:
 
 def test_only_the_outputs_asked_for_are_written(tmp_path) -> None:
     write_bag(tmp_path / "in", frames(2))
-    process(tmp_path / "in", tmp_path / "out", Options(device="cpu", max_side=MAX_SIDE, outputs=("color",)))
+    process(tmp_path / "in", tmp_path / "out", Options(device="cpu", backend="torch", max_side=MAX_SIDE, outputs=("color",)))
     got = read_bag(tmp_path / "out")
     assert set(got) == {"/cam/image", "/segpp/color", "/segpp/label_info", "/segpp/palette"}
     assert len(got["/segpp/color"]) == 2
@@ -162,9 +162,9 @@ def test_only_the_outputs_asked_for_are_written(tmp_path) -> None:
 def test_the_first_image_topic_unless_told_and_compressed_input(tmp_path) -> None:
     images = frames(2)
     write_bag(tmp_path / "in", images, topics=("/cam/image", "/cam/image/compressed"))
-    summary = process(tmp_path / "in", tmp_path / "out", Options(device="cpu", max_side=MAX_SIDE, pose=False))
+    summary = process(tmp_path / "in", tmp_path / "out", Options(device="cpu", backend="torch", max_side=MAX_SIDE, pose=False))
     assert summary.topic == "/cam/image" and "/cam/image/compressed" in summary.note and "--topic" in summary.note
-    summary = process(tmp_path / "in", tmp_path / "out2", Options(device="cpu", max_side=MAX_SIDE, pose=False,
+    summary = process(tmp_path / "in", tmp_path / "out2", Options(device="cpu", backend="torch", max_side=MAX_SIDE, pose=False,
                                                                   topic="/cam/image/compressed"))
     got = read_bag(tmp_path / "out2")
     assert summary.processed == 2 and "/cam/image" not in got and "/segpp/keypoints" not in got
@@ -189,7 +189,7 @@ def test_a_ros1_bag(tmp_path) -> None:
             msg = Image(header=Header(seq=i, stamp=Time(sec=stamp.sec, nanosec=stamp.nanosec), frame_id=f"cam_{i}"),
                         height=H, width=W, encoding="rgb8", is_bigendian=0, step=W * 3, data=image.reshape(-1))
             writer.write(connection, received(i), store.serialize_ros1(msg, Image.__msgtype__))
-    summary = process(tmp_path / "in.bag", tmp_path / "out", Options(device="cpu", max_side=MAX_SIDE, pose=False,
+    summary = process(tmp_path / "in.bag", tmp_path / "out", Options(device="cpu", backend="torch", max_side=MAX_SIDE, pose=False,
                                                                      outputs=("label",)))
     got = read_bag(tmp_path / "out")
     assert summary.processed == 2 and len(got["/cam/image"]) == 2
@@ -200,10 +200,26 @@ def test_a_ros1_bag(tmp_path) -> None:
         np.testing.assert_array_equal(labels_of(got["/segpp/label"][i][1]), core_labels(image))
 
 
+def test_the_compiled_backend_labels_a_bag_as_the_compiled_core(tmp_path, capsys) -> None:
+    """--backend openvino: each frame's labels are those of a Segmenter compiled the same way,
+    and agree with PyTorch's to float rounding."""
+    images = frames(2)
+    write_bag(tmp_path / "in", images)
+    assert cli.main([str(tmp_path / "in"), str(tmp_path / "out"), "--device", "cpu", "--backend", "openvino",
+                     "--max-side", str(MAX_SIDE), "--no-pose", "--outputs", "label", "--quiet"]) == 0, \
+        capsys.readouterr().err
+    got = read_bag(tmp_path / "out")
+    compiled = Segmenter(None, device="cpu", max_side=MAX_SIDE, backend="openvino")
+    for i, image in enumerate(images):
+        labels = labels_of(got["/segpp/label"][i][1])
+        np.testing.assert_array_equal(labels, compiled(image).labels)
+        assert (labels == core_labels(image)).mean() > 0.999
+
+
 def test_the_overlays_as_a_video(tmp_path, capsys) -> None:
     write_bag(tmp_path / "in", frames(5))
     assert cli.main([str(tmp_path / "in"), "--video", str(tmp_path / "overlay.mp4"), "--device", "cpu",
-                     "--max-side", str(MAX_SIDE), "--quiet", "--every", "2"]) == 0
+                     "--backend", "torch", "--max-side", str(MAX_SIDE), "--quiet", "--every", "2"]) == 0
     assert "3 frames processed of 5 read" in capsys.readouterr().out
     video = cv2.VideoCapture(str(tmp_path / "overlay.mp4"))
     count = 0
@@ -240,7 +256,7 @@ def test_ctrl_c_leaves_a_readable_bag(tmp_path) -> None:
 def test_refusals_name_the_problem(tmp_path, capsys) -> None:
     write_bag(tmp_path / "in", frames(1))
     with pytest.raises(BagError, match="no image topic '/nope'.*/cam/image"):
-        process(tmp_path / "in", tmp_path / "out", Options(device="cpu", topic="/nope"))
+        process(tmp_path / "in", tmp_path / "out", Options(device="cpu", backend="torch", topic="/nope"))
     (tmp_path / "junk").mkdir()
     with pytest.raises(BagError, match="cannot read the bag .*junk"):
         process(tmp_path / "junk", tmp_path / "out2", OPTIONS)
@@ -257,6 +273,7 @@ ROBOT_PARAMS = """\
 /**:
   ros__parameters:
     use_sim_time: false
+    backend: torch
     output_resolution: network
     merge.preset: custom
     merge.custom: |

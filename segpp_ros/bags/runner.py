@@ -50,6 +50,7 @@ class BagError(RuntimeError):
 
 # the Options fields that are node parameters: a params file fills them, the command line overrides
 OPTION_PARAMS: dict[str, str] = {"weights": "weights", "device": "device", "precision": "precision",
+                                 "backend": "backend",
                                  "merge": "merge.preset", "max_side": "max_side", "pose": "pose.enable",
                                  "overlay_alpha": "overlay_alpha", "score_threshold": "pose.score_threshold",
                                  "person_classes": "pose.person_classes"}
@@ -71,6 +72,7 @@ class Options:
     weights: str | None = None
     device: str = "auto"
     precision: str = "auto"
+    backend: str = "auto"
     merge: str = "none"
     max_side: int = 1024
     pose: bool = True
@@ -270,13 +272,17 @@ class Labeller:
 
         self.options = options
         values = options.snapshot()
+        # a compiled backend compiles each new configuration before its frame (no frame runs in
+        # PyTorch meanwhile, as in the node): every frame is labelled the same way
         segmenter = Segmenter(options.weights, device=options.device, precision=options.precision,
-                              merge=values.merge, max_side=values.frame.max_side, cuda_graphs=values["cuda_graphs"])
+                              merge=values.merge, max_side=values.frame.max_side, cuda_graphs=values["cuda_graphs"],
+                              backend=options.backend)
         pose = None
         if values["pose.enable"] and {"keypoints", "persons"} & set(options.outputs):
             pose = PoseEstimator(values["pose.weights"] or None, device=options.device, precision=options.precision,
                                  merge=values.pose_merge, padding=values["pose.padding"],
-                                 flip_test=values["pose.flip_test"], cuda_graphs=values["cuda_graphs"])
+                                 flip_test=values["pose.flip_test"], cuda_graphs=values["cuda_graphs"],
+                                 backend=options.backend)
         try:
             person_ids = person_class_ids(options.person_classes, segmenter.classes)
         except ValueError as err:

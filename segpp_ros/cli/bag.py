@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="segmentation weights (default: the embedded model)")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--precision", help="auto, fp32, fp16, bf16 (default: auto)")
+    p.add_argument("--backend", choices=("auto", "torch", "openvino"),
+                   help="inference engine, as the node's parameter backend (default: auto: openvino on the CPU)")
     p.add_argument("--merge", help="merge preset: none, hq, 2x2, fast, downsample (default: none)")
     p.add_argument("--max-side", type=non_negative_int,
                    help="network input size, longer side (0: the image's own) (default: 1024)")
@@ -90,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: {err}", file=sys.stderr)
         return 1
     given = {name: value for name, value in (("weights", args.weights), ("device", args.device),
-                                            ("precision", args.precision), ("merge", args.merge),
+                                            ("precision", args.precision), ("backend", args.backend),
+                                            ("merge", args.merge),
                                             ("max_side", args.max_side), ("person_classes", args.person_classes),
                                             ("pose", False if args.no_pose else None)) if value is not None}
     options = Options.from_params(params, topic=args.topic, prefix=args.prefix, outputs=args.outputs or OUTPUTS,

@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also time uint8 images in to labels out (upload, normalisation, forward, upsampling with "
                         "the argmax, copy back) per preset")
     p.add_argument("--graphs", action="store_true", help="on CUDA, also time every case with CUDA graphs")
+    p.add_argument("--backend", default="torch",
+                   help="comma-separated backends timed side by side: torch (eager), openvino (compiled, CPU)")
     p.add_argument("--against-hf", action="store_true",
                    help="add HF transformers' SegFormer on the same weights (our rows then use the HF head)")
     return p
@@ -64,7 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     except argparse.ArgumentTypeError as err:
         print(f"segpp-bench: {err}", file=sys.stderr)
         return 2
+    backends = [b for b in args.backend.split(",") if b]
+    if not backends or any(b not in ("torch", "openvino") for b in backends):
+        print("segpp-bench: --backend takes torch and/or openvino, comma-separated", file=sys.stderr)
+        return 2
     device = torch.device(args.device)
+    if "openvino" in backends and device.type != "cpu":
+        print("segpp-bench: --backend openvino runs on the CPU (--device cpu)", file=sys.stderr)
+        return 2
     if device.type == "cuda" and not torch.cuda.is_available():
         print("segpp-bench: --device cuda requested but CUDA is not available", file=sys.stderr)
         return 2
@@ -91,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                 for graphs in ([False, True] if args.graphs and device.type == "cuda" else [False]):
                     case = run_case(model, hf, variant, size, precision, device, presets=args.presets,
                                     batch=args.batch, warmup=args.warmup, iters=args.iters, memory=args.memory,
-                                    e2e=args.end_to_end, graphs=graphs)
+                                    e2e=args.end_to_end, graphs=graphs, backends=backends)
                     print(format_table(case), flush=True)
                     rows.extend(case)
             del model, hf

@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: cpu)")
     p.add_argument("--precision", default="auto", help="node parameter precision, and the in-process "
                    "reference's (default: auto)")
+    p.add_argument("--backend", choices=("torch", "openvino"), default="torch",
+                   help="node parameter backend, and the in-process reference's; with openvino the rounds start "
+                        "once the node holds the compiled model (default: torch)")
     p.add_argument("--rounds", type=rounds_arg, default=5,
                    help="interleaved rounds per size; the first is warm-up and discarded (default: 5)")
     p.add_argument("--frames-per-round", type=positive_int, default=6,
@@ -82,11 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     from ..training.data.scenes import render_scene
 
     settings = bench.Settings(max_side=args.max_side, threads=args.threads, device=args.device,
-                              precision=args.precision, rounds=args.rounds,
+                              precision=args.precision, backend=args.backend, rounds=args.rounds,
                               frames_per_round=args.frames_per_round, gap_ms=args.gap_ms)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    segmenter = Segmenter(None, device=args.device, precision=args.precision, max_side=args.max_side or None)
+    segmenter = Segmenter(None, device=args.device, precision=args.precision, max_side=args.max_side or None,
+                          backend=args.backend)
     probe = Probe("segpp_rosbench")
     probe.subscribe(Image, bench.LABEL_TOPIC)
     probe.subscribe(DiagnosticArray, "/diagnostics", QoSProfile(depth=50))

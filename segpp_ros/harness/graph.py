@@ -39,8 +39,10 @@ class NodeProcess:
     def __init__(self, log_dir: Path, params: dict[str, Any], remaps: dict[str, str], name: str = "segpp",
                  params_file: Path | None = None, env: dict[str, str] | None = None,
                  args: tuple[str, ...] = ()) -> None:
-        """``args``: the executable's own arguments (``--lifecycle``), before --ros-args."""
-        overrides = write_params_file(log_dir / f"{name}_overrides.yaml", params)
+        """``args``: the executable's own arguments (``--lifecycle``), before --ros-args. The node
+        runs PyTorch unless ``params`` name a backend: its tests and tools compare it with the
+        in-process PyTorch core, bit for bit; a compiled model agrees only to float rounding."""
+        overrides = write_params_file(log_dir / f"{name}_overrides.yaml", {"backend": "torch", **params})
         self.cmd = [str(node_executable()), *args, "--ros-args", "-r", f"__node:={name}",
                     "--params-file", str(params_file or share_file("config", "segpp.yaml")), "--params-file", str(overrides)]
         for src, dst in remaps.items():

@@ -171,6 +171,12 @@ def _wait(condition: Any, timeout: float, node: Any, what: str, poll: float = 0.
         time.sleep(poll)
 
 
+def _compiled(values: dict[str, str] | None) -> str | None:
+    """The node's backend status once it holds a compiled model and compiles nothing (None before)."""
+    backend = (values or {}).get("backend", "")
+    return backend if " 0 compiling" in backend and "(0 compiled" not in backend else None
+
+
 def _fresh_diagnostics(probe: Any, after: float) -> dict[str, str] | None:
     """Key/values of the node's newest status stamped after ``after`` (time.time())."""
     for msg in reversed(probe.messages("/diagnostics")):
@@ -240,6 +246,9 @@ def run_round(run: SizeRun, r: int, sender: Sender, msg: Any, node: Any, segment
     run.lost.append(lost)
 
 
+COMPILE_TIMEOUT_S = 300.0
+
+
 @dataclass(frozen=True)
 class Settings:
     """What one benchmark run holds fixed: the node's network size and threads, rounds per size,
@@ -249,6 +258,7 @@ class Settings:
     threads: int = 1
     device: str = "cpu"
     precision: str = "auto"
+    backend: str = "torch"
     rounds: int = 5
     frames_per_round: int = 6
     gap_ms: float = 50.0
@@ -256,8 +266,8 @@ class Settings:
 
 def node_params(settings: Settings) -> dict[str, Any]:
     # segmentation only: keypoints run after the label is published and would hold the next frame
-    return {"device": settings.device, "precision": settings.precision, "max_side": settings.max_side,
-            "threads": settings.threads, "warmup_frames": 3,
+    return {"device": settings.device, "precision": settings.precision, "backend": settings.backend,
+            "max_side": settings.max_side, "threads": settings.threads, "warmup_frames": 3,
             "diagnostics_period": 1.0, "output_resolution": "input", "pose.enable": False}
 
 
@@ -281,6 +291,13 @@ def run_size(image: np.ndarray, settings: Settings, probe: Any, sender: Sender, 
         if _fresh_diagnostics(probe, started) is None:
             raise NodeFailed(f"the node sent no diagnostics within {START_TIMEOUT_S:.0f} s:\n{node.output()[-3000:]}")
         sender.prime(msg, node)
+        if settings.backend != "torch":
+            # the node compiles this size in the background, its frames run in PyTorch meanwhile:
+            # measure the compiled model, once it is there
+            if _wait(lambda: _compiled(_fresh_diagnostics(probe, started)), COMPILE_TIMEOUT_S, node,
+                     "the node's compiled model", poll=0.5) is None:
+                raise NodeFailed(f"the node compiled no model within {COMPILE_TIMEOUT_S:.0f} s:\n"
+                                 f"{node.output()[-3000:]}")
         for r in range(settings.rounds):
             run_round(run, r, sender, msg, node, segmenter, image, settings.frames_per_round, gap)
             e2e_med = statistics.median(run.e2e_ms[-1]) if run.e2e_ms[-1] else float("nan")
@@ -317,7 +334,8 @@ def report(summaries: Sequence[Summary], runs: Sequence[SizeRun], settings: Sett
            torch_threads: int) -> str:
     """The table and the lines that explain it (what segpp-rosbench prints)."""
     lines = ["", format_table(summaries), "",
-             f"device {settings.device}, precision {settings.precision}, threads {settings.threads} (node and "
+             f"device {settings.device}, precision {settings.precision}, backend {settings.backend}, "
+             f"threads {settings.threads} (node and "
              f"in-process; torch uses {torch_threads}), "
              f"max_side {settings.max_side}, {model}; {settings.rounds - 1} measured rounds x "
              f"{settings.frames_per_round} frames per size (first round discarded), gap {settings.gap_ms:g} ms",

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -12,6 +13,8 @@ from ..model.runtime import keep_freed_memory
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 PRECISION_CHOICES = ("auto", *PRECISIONS)
+# how logs name a precision (as torch names its dtypes)
+PRECISION_WORDS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
@@ -100,3 +103,32 @@ def load_for_inference(weights: str | os.PathLike | None, task: str, device: str
     # precision, then cast once
     model = load_model(weights, task=task).fold_for_inference()
     return model.to(device=dev, dtype=dtype), dev, dtype, str(weights)
+
+
+def backend_precisions(backend: str, precision: str, device: str) -> tuple[str, str, str]:
+    """(backend, precision the PyTorch model is loaded in, precision of the compiled model) for
+    a wrapper's ``backend`` and ``precision`` settings. OpenVINO compiles from the float32 model
+    (which also serves the frames of a key still being compiled) at fp32 or bf16; torch runs the
+    model in its own precision (the third value is then the same)."""
+    from .compiled import resolve_backend
+
+    resolved = resolve_backend(backend, resolve_device(device))
+    if resolved == "torch":
+        return resolved, precision, precision
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"backend 'openvino' runs precision fp32 or bf16 on the CPU, not {precision!r}")
+    return resolved, "fp32", "bf16" if precision == "bf16" else "fp32"
+
+
+def model_forward(model: SegFormerPP, backend: str, compiled_precision: str, cuda_graphs: bool,
+                  background_compile: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The forward pass a wrapper calls: the model through CUDA graphs (eager on the CPU) for
+    'torch', the compiled graphs for 'openvino' (with the threads PyTorch uses now)."""
+    if backend == "openvino":
+        from .compiled import OpenVINOForward
+
+        return OpenVINOForward(model, key=lambda: model.merge, precision=compiled_precision,
+                               threads=torch.get_num_threads(), background=background_compile)
+    from .graphs import GraphedForward
+
+    return GraphedForward(model, key=lambda: model.merge, enabled=cuda_graphs)

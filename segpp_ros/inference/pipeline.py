@@ -63,7 +63,9 @@ class PoseSettings:
 class FrameSettings:
     """Everything that decides what a frame produces. ``max_side``: the network input's longer
     side (None: the image's own); ``output_resolution``: labels at 'input' or 'network' size;
-    ``merge`` / ``budget_ms``: the segmentation model's merging and latency budget (0: off)."""
+    ``merge`` / ``budget_ms``: the segmentation model's merging and latency budget (0: off);
+    ``precompile``: with a compiled backend and the budget on, the first frame of a new input size
+    has every step of the budget's ladder compiled (queued, in the background)."""
 
     max_side: int | None = 1024
     output_resolution: str = "input"
@@ -71,6 +73,7 @@ class FrameSettings:
     merge: MergeConfig = field(default_factory=lambda: resolve_merge("none"))
     budget_ms: float = 0.0
     pose: PoseSettings = field(default_factory=PoseSettings)
+    precompile: bool = True
 
 
 @dataclass(eq=False)
@@ -156,6 +159,16 @@ class FramePipeline:
         self.budget = MergeBudget(SEG_LADDER)
         self.pose_budget = MergeBudget(POSE_LADDER)
         self.trackers: dict[Hashable, PersonTracker] = {}     # per camera
+        self._precompiled: set[Hashable] = set()
+
+    @staticmethod
+    def precompile(budget: MergeBudget, model: Any, shape: tuple[int, ...], top: MergeConfig) -> None:
+        """Compile every step of ``budget``'s ladder from ``top`` at input ``shape`` for a model
+        whose forward pass compiles (a no-op for PyTorch's)."""
+        forward = getattr(model.forward, "precompile", None)
+        if forward is not None:
+            forward(shape, [top if step == top.name else resolve_merge(step)
+                            for step in budget.controller.steps(top.name)])
 
     def network_size(self, image: np.ndarray, settings: FrameSettings) -> tuple[int, int]:
         """The network input size of an image: frames of one size share a batch."""
@@ -194,6 +207,9 @@ class FramePipeline:
         size = self.network_size(frames[0].image, settings)
         # a batch takes longer than one frame: each batch size has costs of its own
         key = size if len(frames) == 1 else (size, len(frames))
+        if settings.precompile and settings.budget_ms > 0 and key not in self._precompiled:
+            self._precompiled.add(key)
+            self.precompile(self.budget, seg, (len(frames), 3, *size), settings.merge)
         merge = self.budget.choose(key, settings.budget_ms, settings.merge)
         if merge is not seg.model.merge:      # a new object: a parameter change or the budget's step
             seg.set_merge(merge)

@@ -33,9 +33,8 @@ import torch
 from ..model import MergeConfig, SegFormerPP
 from ..model.checkpoint import CheckpointError
 from .crops import box_to_affine, invert_affine, transform_points, warp_crop, warp_crops_torch
-from .graphs import GraphedForward
 from .keypoints import decode_heatmaps
-from .loader import load_for_inference
+from .loader import PRECISION_WORDS, backend_precisions, load_for_inference, model_forward, precision_name
 from .preprocess import PinnedUploads, normalise, to_tensor, upload
 from .timing import DeviceTimer, on_stream
 from .vocab import COCO_FLIP_PAIRS, COCO_KEYPOINTS, COCO_SKELETON
@@ -246,13 +245,17 @@ class PoseEstimator:
 
     def __init__(self, weights: str | os.PathLike | None = None, device: str = "auto", precision: str = "auto",
                  merge: str | MergeConfig | Mapping[str, Any] = "none", input_size: tuple[int, int] | None = None,
-                 padding: float = 1.25, flip_test: bool = False, refine: str = "dark", cuda_graphs: bool = True) -> None:
+                 padding: float = 1.25, flip_test: bool = False, refine: str = "dark", cuda_graphs: bool = True,
+                 backend: str = "torch", background_compile: bool = False) -> None:
         if refine not in REFINES:
             raise ValueError(f"refine must be one of {', '.join(REFINES)}, not {refine!r}")
         if not padding > 0:
             raise ValueError(f"padding must be > 0 (1.25: the box plus a quarter), got {padding}")
+        self.backend, load_precision, self.precision = backend_precisions(backend, precision, device)
         self.model: SegFormerPP
-        self.model, self.device, self.dtype, self.weights = load_for_inference(weights, "pose", device, precision)
+        self.model, self.device, self.dtype, self.weights = load_for_inference(weights, "pose", device, load_precision)
+        if self.backend == "torch":
+            self.precision = precision_name(self.dtype)
         k = self.model.num_outputs
         meta_size = self.model.meta.get("input_size")
         size = input_size if input_size is not None else (meta_size or DEFAULT_INPUT_SIZE)
@@ -287,7 +290,7 @@ class PoseEstimator:
         # a CUDA stream of its own: the segmentation thread's work does not wait for this one's
         self._stream = torch.cuda.Stream(device=self.device) if self.device.type == "cuda" else None
         self._uploads = PinnedUploads()
-        self.forward = GraphedForward(self.model, key=lambda: self.model.merge, enabled=cuda_graphs)
+        self.forward = model_forward(self.model, self.backend, self.precision, cuda_graphs, background_compile)
 
     @property
     def num_keypoints(self) -> int:
@@ -297,8 +300,8 @@ class PoseEstimator:
         """One line for logs: variant, keypoints, input size, precision, flip test."""
         m = self.model
         return (f"SegFormer++ pose MiT-{m.spec.name.upper()} ({m.num_outputs} keypoints, "
-                f"{self.input_size[0]}x{self.input_size[1]}, {str(self.dtype).removeprefix('torch.')}"
-                f"{', flip test' if self.flip_test else ''})")
+                f"{self.input_size[0]}x{self.input_size[1]}, {PRECISION_WORDS[self.precision]}"
+                f"{', ' + self.backend if self.backend != 'torch' else ''}{', flip test' if self.flip_test else ''})")
 
     def set_merge(self, merge: str | MergeConfig | Mapping[str, Any]) -> MergeConfig:
         return self.model.set_merge(merge)

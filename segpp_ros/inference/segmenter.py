@@ -16,10 +16,9 @@ import torch.nn.functional as F
 
 from ..model import MergeConfig, SegFormerPP
 from .colors import Palette
-from .graphs import GraphedForward
 from .label_kernel import cell_labels
 from .labels import upsampled_argmax
-from .loader import load_for_inference
+from .loader import PRECISION_WORDS, backend_precisions, load_for_inference, model_forward, precision_name
 from .preprocess import PinnedUploads, normalise, upload
 from .timing import DeviceTimer, on_stream
 
@@ -76,11 +75,15 @@ class Segmenter:
 
     def __init__(self, weights: str | os.PathLike | None = None, device: str = "auto", precision: str = "auto",
                  merge: str | MergeConfig | Mapping[str, Any] = "none", max_side: int | None = None,
-                 cuda_graphs: bool = True, frame_path: str = "auto") -> None:
+                 cuda_graphs: bool = True, frame_path: str = "auto", backend: str = "torch",
+                 background_compile: bool = False) -> None:
         if frame_path not in FRAME_PATHS:
             raise ValueError(f"frame_path must be one of {', '.join(FRAME_PATHS)}, got {frame_path!r}")
+        self.backend, load_precision, self.precision = backend_precisions(backend, precision, device)
         self.model: SegFormerPP
-        self.model, self.device, self.dtype, self.weights = load_for_inference(weights, "seg", device, precision)
+        self.model, self.device, self.dtype, self.weights = load_for_inference(weights, "seg", device, load_precision)
+        if self.backend == "torch":
+            self.precision = precision_name(self.dtype)
         if frame_path == "fast" and self.device.type != "cpu":
             raise ValueError(f"frame_path 'fast' runs on the CPU; on {self.device} use 'auto' or 'classic' (the "
                              "device path)")
@@ -93,13 +96,18 @@ class Segmenter:
         self.palette = self.colors.colors
         self._stream = torch.cuda.Stream(device=self.device) if self.device.type == "cuda" else None
         self._uploads = PinnedUploads()
-        self.forward = GraphedForward(self.model, key=lambda: self.model.merge, enabled=cuda_graphs)
+        self.forward = model_forward(self.model, self.backend, self.precision, cuda_graphs, background_compile)
 
     def describe(self) -> str:
-        """One line for logs: variant, head, classes, precision."""
+        """One line for logs: variant, head, classes, precision, and the backend when compiled."""
         m = self.model
+        compiled = f", {self.backend}" if self.backend != "torch" else ""
         return (f"SegFormer++ MiT-{m.spec.name.upper()} ({m.head_type} head, {m.num_outputs} classes, "
-                f"{str(self.dtype).removeprefix('torch.')})")
+                f"{PRECISION_WORDS[self.precision]}{compiled})")
+
+    def network_shape(self, image_hw: tuple[int, int], batch: int = 1) -> tuple[int, int, int, int]:
+        """The network input [B, 3, h, w] of images of ``image_hw``: what a compiled model is made for."""
+        return (batch, 3, *network_size(*image_hw, self.max_side))
 
     @property
     def label_dtype(self) -> np.dtype:

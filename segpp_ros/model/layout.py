@@ -25,10 +25,20 @@ def grid_to_tokens(x: Tensor) -> Tensor:
     return x.flatten(2).transpose(1, 2)
 
 
+def exporting() -> bool:
+    """True while the model is traced or exported into a static graph (OpenVINO's conversion,
+    torch.export, ONNX), where a few steps take the form a graph compiler runs best."""
+    return torch.jit.is_tracing() or torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export()
+
+
 def pointwise(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """1x1 convolution of a [B, C, h, w] map as a matmul over its tokens -> channels-last [B, K, h, w].
 
-    weight: [K, C] or [K, C, 1, 1].
+    weight: [K, C] or [K, C, 1, 1]. In an exported graph it stays a 1x1 convolution: a compiler
+    picks its own layout for that, while the matmul over a channels-last view becomes a transpose
+    of the whole map first (OpenVINO: 262 -> 224 ms for MiT-B0 at 1024x1024 on 2 threads).
     """
+    if exporting():
+        return F.conv2d(x, weight.reshape(weight.shape[0], -1, 1, 1), bias)
     h, w = x.shape[-2:]
     return tokens_to_grid(F.linear(grid_to_tokens(x), weight.flatten(1), bias), h, w)

@@ -12,10 +12,11 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .layout import grid_to_tokens, tokens_to_grid
+from .layout import exporting, grid_to_tokens, tokens_to_grid
 from .spec import NUM_STAGES
 
 Tensor = torch.Tensor
@@ -133,8 +134,10 @@ def no_merge(x: Tensor, h: int, w: int, setting: TokenMerge) -> Merge:
 
 
 @functools.lru_cache(maxsize=INDEX_CACHE_SIZE)
-def _bipartite_partition(h: int, w: int, sy: int, sx: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Flat indices (row-major) of sources and destinations of an h x w grid.
+def _bipartite_partition(h: int, w: int, sy: int, sx: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """Flat indices (row-major) of sources and destinations of an h x w grid, and where each
+    token stands in the sources-then-destinations order (the inverse permutation: per-token
+    values computed for sources and destinations come back in token order with one gather).
 
     The top-left token of every full sy x sx cell is a destination; every other token,
     including the ragged rows/columns at the bottom/right border, is a source.
@@ -143,15 +146,25 @@ def _bipartite_partition(h: int, w: int, sy: int, sx: int, device: torch.device)
         return _build_partition(h, w, sy, sx, device)
 
 
-def _build_partition(h: int, w: int, sy: int, sx: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    # built on the device, with sizes known in advance: no nonzero() (a host sync on CUDA) and no
-    # upload; a stable sort of the destination flags lists the sources, then the destinations,
-    # each in index order
-    is_dst = torch.zeros(h, w, dtype=torch.uint8, device=device)
-    is_dst[0:(h // sy) * sy:sy, 0:(w // sx) * sx:sx] = 1
-    order = torch.argsort(is_dst.flatten(), stable=True)
-    n_src = h * w - (h // sy) * (w // sx)
-    return order[:n_src], order[n_src:]
+def _build_partition(h: int, w: int, sy: int, sx: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    # built on the host and uploaded once (cached): constants of any graph traced or captured
+    # later, never ops in it
+    is_dst = np.zeros((h, w), dtype=bool)
+    is_dst[0:(h // sy) * sy:sy, 0:(w // sx) * sx:sx] = True
+    order = np.concatenate([np.flatnonzero(~is_dst.ravel()), np.flatnonzero(is_dst.ravel())])
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(h * w)
+    n_src = h * w - int(is_dst.sum())
+    order_t, inverse_t = (torch.from_numpy(a).to(device) for a in (order, inverse))
+    return order_t[:n_src], order_t[n_src:], inverse_t
+
+
+def _flat_slots(slot: Tensor, num_slots: int) -> Tensor:
+    """[B, N] slots per batch entry -> [B * N] rows of the flattened [B * num_slots, C] merged
+    tokens: merging and unmerging then move whole rows (one index per token, not one per value),
+    which graph compilers (OpenVINO, ONNX runtimes) run as plain gathers and scatter-adds."""
+    B = slot.shape[0]
+    return (slot + torch.arange(B, device=slot.device).unsqueeze(1) * num_slots).reshape(-1)
 
 
 def _grouped_mean(slot: Tensor, num_slots: int) -> Callable[[Tensor], Tensor]:
@@ -162,28 +175,49 @@ def _grouped_mean(slot: Tensor, num_slots: int) -> Callable[[Tensor], Tensor]:
     to 2.0), and CUDA's atomic adds would accumulate in 16 bits, differently on every run.
     """
     B, N = slot.shape
+    rows = _flat_slots(slot, num_slots)
     acc = torch.float32
 
     def merge(x: Tensor) -> Tensor:
         C = x.shape[-1]
         dtype = acc if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-        index = slot.unsqueeze(-1).expand(B, N, C)
-        total = torch.zeros(B, num_slots, C, dtype=dtype, device=x.device).scatter_add_(1, index, x.to(dtype))
-        count = torch.zeros(B, num_slots, dtype=dtype, device=x.device).scatter_add_(
-            1, slot, torch.ones(B, N, dtype=dtype, device=x.device))
-        return (total / count.unsqueeze(-1)).to(x.dtype)
+        total = torch.zeros(B * num_slots, C, dtype=dtype, device=x.device).index_add_(
+            0, rows, x.reshape(B * N, C).to(dtype))
+        count = torch.zeros(B * num_slots, 1, dtype=dtype, device=x.device).index_add_(
+            0, rows, torch.ones(B * N, 1, dtype=dtype, device=x.device))
+        return (total / count).to(x.dtype).view(B, num_slots, C)
 
     return merge
 
 
-def _gather_slots(slot: Tensor) -> Callable[[Tensor], Tensor]:
+def _gather_slots(slot: Tensor, num_slots: int) -> Callable[[Tensor], Tensor]:
     """Unmerge function giving every original token its slot's value; ``slot`` is [B, N]."""
     B, N = slot.shape
+    rows = _flat_slots(slot, num_slots)
 
     def unmerge(y: Tensor) -> Tensor:
-        return torch.gather(y, 1, slot.unsqueeze(-1).expand(B, N, y.shape[-1]))
+        return y.reshape(B * num_slots, y.shape[-1]).index_select(0, rows).view(B, N, y.shape[-1])
 
     return unmerge
+
+
+def _top_mask(values: Tensor, r: int, length: int) -> Tensor:
+    """[B, S] (S == ``length``, a plain int also while tracing) -> bool [B, S], True at the
+    ``r`` largest values of each row, ties by index (the lower index first, as a stable sort
+    orders them).
+
+    A graph being exported (OpenVINO's conversion, ONNX) has no stable sort: there it is one
+    TopK of the shorter side, the r largest or the S - r smallest (a sort of the whole length is
+    what made merging slower than no merging in a compiled graph), whose choice among values
+    exactly equal at the r-th place is the runtime's."""
+    none = torch.zeros(values.shape[0], length, dtype=torch.bool, device=values.device)
+    if exporting():
+        top = r <= length - r
+        picked = torch.topk(values, r if top else length - r, dim=-1, largest=top, sorted=False).indices
+        mask = none.scatter(1, picked, torch.ones(picked.shape, dtype=torch.bool, device=values.device))
+        return mask if top else ~mask
+    order = values.argsort(dim=-1, descending=True, stable=True)
+    return none.scatter(1, order[:, :r], torch.ones_like(order[:, :r], dtype=torch.bool))
 
 
 @register("bsm")
@@ -192,13 +226,17 @@ def bipartite_soft_matching_2d(x: Tensor, h: int, w: int, setting: TokenMerge) -
 
     Every source's most cosine-similar destination is found; the r most similar sources are
     averaged into their destination (the destination itself counted once). Merged tokens are
-    ordered as tomesd orders them: unmerged sources by decreasing similarity, then destinations.
+    the unmerged sources in token order, then the destinations (tomesd orders the unmerged
+    sources by similarity; attention does not depend on the order of its tokens). Every step
+    has a fixed size per grid and ratio: a gather of the sources and destinations, one matmul,
+    a max, the r most similar (``_top_mask``), a prefix sum for the unmerged sources' places.
     x: [B, N, C] with N == h * w, row-major.
     """
-    B, N, _ = x.shape
+    B = x.shape[0]
     sy, sx = setting.cell
-    src_idx, dst_idx = _bipartite_partition(h, w, sy, sx, x.device)
-    n_src, n_dst = src_idx.numel(), dst_idx.numel()
+    src_idx, dst_idx, inverse = _bipartite_partition(h, w, sy, sx, x.device)
+    # plain ints from the grid, also while a graph is traced: its shapes are fixed per grid
+    N, n_src, n_dst = h * w, int(src_idx.shape[0]), int(dst_idx.shape[0])
     r = min(int(N * setting.ratio), n_src)
     if r <= 0 or n_dst == 0:
         return NO_MERGE
@@ -208,18 +246,17 @@ def bipartite_soft_matching_2d(x: Tensor, h: int, w: int, setting: TokenMerge) -
         # the epsilon keeps an all-zero token from dividing by zero (NaN); the stable sort breaks
         # the remaining ties by token index, the same on every device
         metric = F.normalize(x.float(), dim=-1, eps=1e-6)
-        scores = metric[:, src_idx] @ metric[:, dst_idx].transpose(1, 2)   # [B, S, D]
+        scores = metric.index_select(1, src_idx) @ metric.index_select(1, dst_idx).transpose(1, 2)   # [B, S, D]
         best, best_dst = scores.max(dim=-1)                                 # [B, S]
-        order = best.argsort(dim=-1, descending=True, stable=True)          # [B, S]
-        merged, kept = order[:, :r], order[:, r:]
+        merged = _top_mask(best, r, n_src)                                       # [B, S]
         n_kept = n_src - r
-        # slot[b, n]: which merged token original token n belongs to.
-        slot = torch.empty(B, N, dtype=torch.long, device=x.device)
-        arange = torch.arange(max(n_kept, n_dst), device=x.device)
-        slot.scatter_(1, src_idx[kept], arange[:n_kept].expand(B, n_kept))
-        slot.scatter_(1, dst_idx.expand(B, n_dst), (n_kept + arange[:n_dst]).expand(B, n_dst))
-        slot.scatter_(1, src_idx[merged], n_kept + torch.gather(best_dst, 1, merged))
-    return Merge(_grouped_mean(slot, n_kept + n_dst), _gather_slots(slot))
+        # slot[b, n]: which merged token original token n belongs to: an unmerged source its
+        # place among the unmerged ones, a merged source its destination's, a destination its own
+        kept_place = torch.cumsum((~merged).to(torch.int64), dim=1) - 1
+        src_slot = torch.where(merged, n_kept + best_dst, kept_place)
+        dst_slot = (n_kept + torch.arange(n_dst, device=x.device)).expand(B, n_dst)
+        slot = torch.cat([src_slot, dst_slot], dim=1).index_select(1, inverse)
+    return Merge(_grouped_mean(slot, n_kept + n_dst), _gather_slots(slot, n_kept + n_dst))
 
 
 @functools.lru_cache(maxsize=INDEX_CACHE_SIZE)

@@ -42,7 +42,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 from vision_msgs.msg import Detection2DArray  # noqa: E402
 from vision_msgs.msg import LabelInfo as VisionLabelInfo  # noqa: E402
 
-from ..inference.loader import precision_name  # noqa: E402
+from ..inference.compiled import backend_text  # noqa: E402
 from ..inference.pipeline import FramePipeline, FrameResult, PipelineHooks  # noqa: E402
 from ..inference.pipeline import Frame as PipelineFrame  # noqa: E402
 from ..inference.pose import person_class_ids  # noqa: E402
@@ -58,6 +58,7 @@ from .conversions import (  # noqa: E402
 )
 from .camera_info import scaled as scaled_camera_info  # noqa: E402
 from .health import ERROR, OK, Health, Stage, Verdict, skew_cause, stamp_text  # noqa: E402
+from .logs import forward_core_logs  # noqa: E402
 from .params import ALL_SPECS, SPECS_BY_NAME, ParamSpec, Snapshot, validate_changes  # noqa: E402
 from .pose_stage import PoseJob, PoseLoadError, PoseOutput  # noqa: E402
 from .qos import describe, incompatible_text, input_qos, latched_qos, output_qos, overrides  # noqa: E402
@@ -136,6 +137,7 @@ class SegppBehaviour:
         hooks: what the frames meet on their way (the node's own tests inject faults there)."""
         self._stop_requested = stop or threading.Event()
         self.hooks = hooks or PipelineHooks()
+        forward_core_logs(self.get_logger())
         for spec in ALL_SPECS:
             try:
                 self._declare_one(spec)
@@ -289,6 +291,10 @@ class SegppBehaviour:
         if self.pose is not None:
             self.pose.destroy_publishers()
         device = getattr(self.segmenter, "device", None)
+        for model in (self.segmenter, self.pose and self.pose.estimator):
+            close = getattr(getattr(model, "forward", None), "close", None)
+            if close is not None:
+                close()                  # a compiled backend's background compilations end
         self.segmenter = self.pose = self.worker = self.pipeline = None
         import gc
 
@@ -355,9 +361,12 @@ class SegppBehaviour:
         self.get_logger().info(f"loading {weights or 'the embedded segmentation model'} on device "
                                f"'{self.values['device']}' ({self.values['precision']})")
         try:
+            # compiled in the background: a frame of a new size or merge configuration runs in
+            # PyTorch meanwhile, never waits for a compilation
             segmenter = Segmenter(weights, device=self.values["device"], precision=self.values["precision"],
                                   merge=merge, max_side=self.values["max_side"] or None,
-                                  cuda_graphs=self.values["cuda_graphs"])
+                                  cuda_graphs=self.values["cuda_graphs"], backend=self.values["backend"],
+                                  background_compile=True)
         except (CheckpointError, OSError, ValueError, RuntimeError) as err:
             raise StartupError(f"cannot load the segmentation weights: {str(err).rstrip('.')}. Fix the 'weights' "
                                "parameter, or leave it empty for the embedded model") from None
@@ -693,7 +702,8 @@ class SegppBehaviour:
             "budget_met_pct": self.pipeline.budget.met_percent(values["merge.budget_ms"]),
             "budget_costs_ms": self.pipeline.budget.costs_text(values["merge.budget_ms"]),
             "device": str(self.segmenter.device),
-            "precision": precision_name(self.segmenter.dtype), "threads": str(self.inference_threads),
+            "precision": self.segmenter.precision, "threads": str(self.inference_threads),
+            "backend": backend_text(self.segmenter),
             "max_side": str(values["max_side"]),
             "input_topic": self.input_topic, "weights": self.segmenter.weights,
             "stamp_skew_s": f"{self.health.last_skew:.3f}",

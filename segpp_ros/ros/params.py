@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 import yaml
 
 from ..inference.budget import POSE_LADDER, SEG_LADDER
+from ..inference.compiled import BACKENDS
 from ..inference.pipeline import BOX_SOURCES, FrameSettings, PoseSettings
 from ..inference.timing import markdown_table
 from ..model.merge import PRESETS, MergeConfig, resolve_merge
@@ -146,10 +147,18 @@ SEGMENTATION_SPECS: list[ParamSpec] = [
               check=_device, constraint="auto, cpu, cuda or cuda:N"),
     ParamSpec("precision", "auto", "network precision: auto (fp16 on CUDA, fp32 on the CPU), fp32, fp16, bf16 "
               "(GPUs that support it; on the CPU fp16 is slower than fp32, bf16 faster where the CPU has "
-              "bf16 instructions)", read_only=True, choices=("auto", "fp32", "fp16", "bf16")),
+              "bf16 instructions; backend openvino: fp32 or bf16)", read_only=True,
+              choices=("auto", "fp32", "fp16", "bf16")),
     ParamSpec("cuda_graphs", True, "on CUDA, replay the forward pass as a CUDA graph per input size and merge "
               "configuration (captured between frames; a case that cannot be captured runs eagerly, logged)",
               read_only=True),
+    ParamSpec("backend", "auto", "inference engine: auto (openvino on the CPU, torch on CUDA), torch (PyTorch, "
+              "eager), openvino (the CPU only: the models compiled by OpenVINO, one per input size and merge "
+              "configuration, in the background while the first frames of a new one run in PyTorch; kept on "
+              "disk, so a restart compiles nothing again)", read_only=True, choices=BACKENDS),
+    ParamSpec("backend_precompile", True, "with backend openvino and a latency budget: the first frame of a "
+              "new input size queues every step of the merge ladder for compilation, so the budget's switches "
+              "find them compiled"),
     ParamSpec("threads", 0, "CPU threads for inference (0: PyTorch's default)", read_only=True, low=0, high=256),
     ParamSpec("max_input_pixels", 4096 * 4096, "images with more pixels are refused as bad input before "
               "anything of their size is allocated (compressed ones from their PNG/JPEG header); bounds the "
@@ -376,6 +385,7 @@ def frame_settings(values: Mapping[str, Any], merge: MergeConfig, pose_merge: Me
     return FrameSettings(
         max_side=values["max_side"] or None, output_resolution=values["output_resolution"],
         overlay_alpha=values["overlay_alpha"], merge=merge, budget_ms=values["merge.budget_ms"],
+        precompile=values["backend_precompile"],
         pose=PoseSettings(
             enable=values["pose.enable"], box_source=values["pose.box_source"],
             min_box_area=values["pose.min_box_area"], merge_gap=values["pose.merge_gap"],

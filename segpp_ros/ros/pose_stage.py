@@ -18,6 +18,7 @@ from segpp.msg import KeypointInfo, PersonKeypointsArray
 from vision_msgs.msg import Detection2DArray
 from visualization_msgs.msg import MarkerArray
 
+from ..inference.compiled import backend_text
 from ..inference.pipeline import PERSON_BOXES, FramePipeline, FrameResult
 from ..inference.pose import PoseEstimator
 from .keypoint_msgs import keypoint_info_message, keypoints_message, markers_message
@@ -98,7 +99,8 @@ class PoseOutput:
         try:
             estimator = PoseEstimator(weights, device=values["device"], precision=values["precision"],
                                       merge=values.pose_merge, padding=values["pose.padding"],
-                                      flip_test=values["pose.flip_test"], cuda_graphs=values["cuda_graphs"])
+                                      flip_test=values["pose.flip_test"], cuda_graphs=values["cuda_graphs"],
+                                      backend=values["backend"], background_compile=True)
         except Exception as err:  # noqa: BLE001 -- any failure to load is reported the same way
             self.load_failure = (f"cannot load the pose weights: {str(err).rstrip('.')}. Fix the 'pose.weights' "
                                  "parameter, leave it empty for the embedded model, or set pose.enable false")
@@ -206,4 +208,5 @@ class PoseOutput:
                 "pose_budget_met_pct": self.pipeline.pose_budget.met_percent(values["pose.merge.budget_ms"]),
                 "pose_budget_costs_ms": self.pipeline.pose_budget.costs_text(values["pose.merge.budget_ms"]),
                 "pose_box_source": values["pose.box_source"],
+                "pose_backend": backend_text(self.estimator) if self.estimator is not None else "(not loaded)",
                 "pose_dropped_overwritten": str(self.worker.slot.overwritten)}

@@ -6,6 +6,7 @@ optionally beside HF transformers' SegFormer loaded from the very same saved wei
 """
 from __future__ import annotations
 
+import copy
 import math
 import statistics
 import tempfile
@@ -16,8 +17,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..inference.graphs import GraphedForward
 from ..inference.labels import upsampled_argmax
+from ..inference.loader import model_forward
 from ..inference.preprocess import PinnedUploads, normalise, upload
 from ..inference.timing import markdown_table, peak_memory_mb, rotated, timed
 from ..model import SegFormerPP
@@ -41,6 +42,8 @@ class Row:
     agreement: float
     e2e_ms: float | None = None   # uint8 images in, labels on the host out (pre + forward + post)
     graphs: bool = False          # the forward pass replayed as CUDA graphs
+    backend: str = "torch"        # torch (eager) or openvino (the compiled graph)
+    logit_diff: float | None = None   # max |logit - torch's logit| of the same preset (openvino rows)
 
 
 def synthetic_batch(batch: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
@@ -89,68 +92,98 @@ def end_to_end(forward: Callable[[torch.Tensor], torch.Tensor], images: np.ndarr
             for i in range(len(images))]
 
 
+def backend_forwards(model: SegFormerPP, backends: Sequence[str], precision: str,
+                     graphs: bool) -> dict[str, tuple[SegFormerPP, Callable[[torch.Tensor], torch.Tensor]]]:
+    """Per backend the model it runs and its forward pass (the inference wrappers' own):
+    torch eager (CUDA graphs with ``graphs``), openvino compiled from a float32 copy at
+    ``precision`` (fp32 or bf16) with the threads PyTorch uses."""
+    out: dict[str, tuple[SegFormerPP, Callable[[torch.Tensor], torch.Tensor]]] = {}
+    for backend in backends:
+        m = model
+        if backend == "openvino" and next(model.parameters()).dtype != torch.float32:
+            m = copy.deepcopy(model).float()
+        out[backend] = (m, model_forward(m, backend, precision, cuda_graphs=graphs, background_compile=False))
+    return out
+
+
 def run_case(model: SegFormerPP, hf: torch.nn.Module | None, variant: str, size: tuple[int, int],
              precision: str, device: torch.device, *, presets: Sequence[str], batch: int = 1, warmup: int = 2,
-             iters: int = 10, memory: bool = True, e2e: bool = False, graphs: bool = False) -> list[Row]:
-    """Every preset (and HF's model when given) on one batch of ``size``, interleaved; speed-up and
-    argmax agreement against 'none' of the same run. ``e2e`` also times the whole image-to-labels
-    path per preset; ``graphs`` replays the forward pass as CUDA graphs (on CUDA)."""
+             iters: int = 10, memory: bool = True, e2e: bool = False, graphs: bool = False,
+             backends: Sequence[str] = ("torch",)) -> list[Row]:
+    """Every preset (and HF's model when given) on one batch of ``size``, per backend, all
+    interleaved; speed-up and argmax agreement against torch's 'none' of the same run (the first
+    backend's 'none' when torch is not among them). ``e2e`` also times the whole image-to-labels
+    path per preset; ``graphs`` replays the torch forward pass as CUDA graphs (on CUDA). A
+    compiled backend is compiled before the first timed round (its compile times: its log)."""
     dtype = DTYPES[precision]
     x = synthetic_batch(batch, *size).to(device, dtype)
-    forward = GraphedForward(model, key=lambda: model.merge, enabled=graphs)
-    calls: dict[str, Callable[[], torch.Tensor]] = {}
-    for name in presets:
-        calls[name] = (lambda n=name: (model.set_merge(n), forward(x))[1])
+    forwards = backend_forwards(model, backends, precision, graphs)
+    calls: dict[tuple[str, str], Callable[[], torch.Tensor]] = {}
+    for backend, (m, forward) in forwards.items():
+        for name in presets:
+            calls[backend, name] = (lambda m=m, f=forward, n=name: (m.set_merge(n), f(x.to(next(m.parameters()).dtype)))[1])
     if hf is not None:
-        calls[HF_ROW] = lambda: hf(pixel_values=x).logits
+        calls["torch", HF_ROW] = lambda: hf(pixel_values=x).logits
     images = (np.random.default_rng(0).integers(0, 256, (batch, *size, 3), dtype=np.uint8) if e2e else None)
     uploads = PinnedUploads()
-    pipelines = {name: (lambda n=name: (model.set_merge(n), end_to_end(forward, images, device, dtype, uploads))[1])
-                 for name in presets} if e2e else {}
+    pipelines = {(backend, name): (lambda m=m, f=forward, n=name: (m.set_merge(n), end_to_end(
+                     f, images, device, next(m.parameters()).dtype, uploads))[1])
+                 for backend, (m, forward) in forwards.items() for name in presets} if e2e else {}
 
     with torch.inference_mode():
-        reference = calls["none"]().float().argmax(1) if "none" in calls else None
-        agreement, peaks = {}, {}
-        for name, call in calls.items():
-            out = call()
-            agreement[name] = (out.float().argmax(1) == reference).float().mean().item() if reference is not None \
-                else math.nan
-            peaks[name] = peak_memory_mb(call, device) if memory else None
+        first = ("torch" if "torch" in forwards else next(iter(forwards)), "none")
+        reference = calls[first]().float() if first in calls else None
+        outputs = {key: call().float() for key, call in calls.items()}
+        agreement = {key: (out.argmax(1) == reference.argmax(1)).float().mean().item() if reference is not None
+                     else math.nan for key, out in outputs.items()}
+        diff = {key: float((out - outputs["torch", key[1]]).abs().max())
+                for key, out in outputs.items() if key[0] != "torch" and ("torch", key[1]) in outputs}
+        # the profiler sees PyTorch's allocations only
+        peaks = {key: peak_memory_mb(call, device) if memory and key[0] == "torch" else None
+                 for key, call in calls.items()}
         for _ in range(warmup):
             for call in (*calls.values(), *pipelines.values()):
                 call()
-        times: dict[str, list[float]] = {name: [] for name in calls}
-        e2e_times: dict[str, list[float]] = {name: [] for name in pipelines}
-        names = list(calls)
+        times: dict[tuple[str, str], list[float]] = {key: [] for key in calls}
+        e2e_times: dict[tuple[str, str], list[float]] = {key: [] for key in pipelines}
+        keys = list(calls)
         for i in range(iters):
-            for name in rotated(names, i):
-                times[name].append(timed(calls[name], device)[1])
-                if name in pipelines:
-                    e2e_times[name].append(timed(pipelines[name], device)[1])
-    base = statistics.median(times["none"]) if "none" in times else math.nan
+            for key in rotated(keys, i):
+                times[key].append(timed(calls[key], device)[1])
+                if key in pipelines:
+                    e2e_times[key].append(timed(pipelines[key], device)[1])
+    base = statistics.median(times[first]) if first in times else math.nan
     rows = []
-    for name in names:
-        med = statistics.median(times[name])
-        p90 = sorted(times[name])[max(0, math.ceil(0.9 * len(times[name])) - 1)]
+    for key in keys:
+        backend, name = key
+        med = statistics.median(times[key])
+        p90 = sorted(times[key])[max(0, math.ceil(0.9 * len(times[key])) - 1)]
         rows.append(Row(variant, f"{size[0]}x{size[1]}", str(device), precision, batch, name,
-                        round(med, 2), round(p90, 2), round(base / med, 3), peaks[name] and round(peaks[name], 1),
-                        round(agreement[name], 5),
-                        round(statistics.median(e2e_times[name]), 2) if name in e2e_times else None,
-                        graphs and device.type == "cuda" and name != HF_ROW))
-    model.set_merge("none")
+                        round(med, 2), round(p90, 2), round(base / med, 3), peaks[key] and round(peaks[key], 1),
+                        round(agreement[key], 5),
+                        round(statistics.median(e2e_times[key]), 2) if key in e2e_times else None,
+                        graphs and device.type == "cuda" and name != HF_ROW and backend == "torch", backend,
+                        diff.get(key)))
+    for m, _ in forwards.values():
+        m.set_merge("none")
     return rows
 
 
 def format_table(rows: list[Row]) -> str:
-    """The rows as Markdown; the end-to-end and CUDA-graph columns only when some row has them."""
+    """The rows as Markdown; the end-to-end, CUDA-graph and backend columns only when some row
+    has them."""
     e2e = any(r.e2e_ms is not None for r in rows)
     graphs = any(r.graphs for r in rows)
-    header = ("variant", "size", "device", "prec", "batch", "strategy", *(("graphs",) if graphs else ()),
-              "median ms", "p90 ms", "speed-up", "peak MB", "argmax agree", *(("e2e ms",) if e2e else ()))
-    return markdown_table(header, ([r.variant, r.size, r.device, r.precision, r.batch, r.strategy,
+    backends = any(r.backend != "torch" for r in rows)
+    header = ("variant", "size", "device", "prec", "batch", *(("backend",) if backends else ()), "strategy",
+              *(("graphs",) if graphs else ()), "median ms", "p90 ms", "speed-up", "peak MB", "argmax agree",
+              *(("max logit diff vs torch",) if backends else ()), *(("e2e ms",) if e2e else ()))
+    return markdown_table(header, ([r.variant, r.size, r.device, r.precision, r.batch,
+                                    *((r.backend,) if backends else ()), r.strategy,
                                     *(("yes" if r.graphs else "no",) if graphs else ()),
                                     f"{r.median_ms:.1f}", f"{r.p90_ms:.1f}", f"{r.speedup:.2f}x",
                                     "n/a" if r.peak_mb is None else f"{r.peak_mb:.0f}",
                                     f"{100 * r.agreement:.2f}%",
+                                    *(("" if r.logit_diff is None else f"{r.logit_diff:.1e}",) if backends else ()),
                                     *(("n/a" if r.e2e_ms is None else f"{r.e2e_ms:.1f}",) if e2e else ())]
                                    for r in rows))
