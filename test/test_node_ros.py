@@ -245,11 +245,22 @@ def test_publishing_faster_than_inference_never_grows_latency(graph):
             sent.append(msg.header.frame_id)
             probe.camera.publish(msg)
             time.sleep(0.025)
-        ours, last = set(sent), set(sent[-40:])
+        last = set(sent[-40:])
+
+        def resend() -> None:
+            # best effort over a loaded host can lose every fragmented 640x480 frame of the last
+            # second (seen in CI on Jazzy): one more fresh frame a second until one is answered.
+            # A backlog would still answer the burst's middle frames first, late: the ages below
+            msg = make_frame(probe, big)
+            sent.append(msg.header.frame_id)
+            last.add(msg.header.frame_id)
+            probe.camera.publish(msg)
+
         # positive signal: one of the last frames sent (the last second) is answered; a backlog
         # would answer frames from the middle first, for seconds
         wait_for(lambda: any(m.header.frame_id in last for m in probe.messages("/segpp/label")), 60,
-                 "an answer to one of the last frames", node)
+                 "an answer to one of the last frames", node, every=resend, period=1.0)
+        ours = set(sent)
         answered = [(t, m) for t, m in probe.timed_messages("/segpp/label") if m.header.frame_id in ours]
         assert len(answered) >= 3, "the node answered too few frames to judge"
         assert len(answered) < len(sent) / 2, "the node kept up: the test did not overload it"
