@@ -7,6 +7,8 @@ the ROS tools (camera, sink) import it too.
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import Any
 
 
 def parse_size(text: str, minimum: int = 32) -> tuple[int, int]:
@@ -100,3 +102,19 @@ def preset_error(prog: str, presets: list[str]) -> str | None:
     if unknown or not presets:
         return f"{prog}: unknown preset(s) {unknown}; choose from {', '.join(PRESETS)}"
     return None
+
+
+def write_report(path: str, argv: list[str] | None, parts: dict[str, Any], **environment: Any) -> None:
+    """A benchmark's JSON file: {"environment": {python, machine, torch (when loaded), argv, and
+    ``environment``}, **parts} (the rows, as lists of dicts); its folder is made."""
+    import json
+    import os
+    import platform
+
+    torch = sys.modules.get("torch")
+    env = {"python": platform.python_version(), "machine": platform.machine(),
+           **({"torch": torch.__version__} if torch is not None else {}),
+           "argv": sys.argv[1:] if argv is None else argv, **environment}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"environment": env, **parts}, f, indent=2)

@@ -7,8 +7,6 @@ interleaved (the order rotates every round), so drift of the machine hits every 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import platform
 import sys
 from dataclasses import asdict
@@ -19,7 +17,7 @@ from ..inference.loader import tune_backend
 from ..model import PRESETS, build_model
 from ..model.runtime import keep_freed_memory
 from ..training.bench import DTYPES, Row, format_table, hf_pair, run_case
-from . import add_timing_args, parse_preset_args, parse_size, preset_error
+from . import add_timing_args, parse_preset_args, parse_size, preset_error, write_report
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,13 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(format_table(rows))
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        env = {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
-               "processor": platform.processor(), "threads": torch.get_num_threads(),
-               "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-               "argv": sys.argv[1:] if argv is None else argv}
-        with open(args.json, "w") as f:
-            json.dump({"environment": env, "rows": [asdict(r) for r in rows]}, f, indent=2)
+        write_report(args.json, argv, {"rows": [asdict(r) for r in rows]}, processor=platform.processor(),
+                     threads=torch.get_num_threads(),
+                     gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else None)
     return 0
 
 

@@ -10,16 +10,14 @@ an isolated network namespace (tools/netns-run).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
 from ..ros.env import is_isolated_network
-from . import non_negative_int, parse_sizes, positive_int, positive_ints
+from . import non_negative_int, parse_sizes, positive_int, positive_ints, write_report
 
 PROG = "segpp-camerabench"
 SCENE_SEED = 20_240_612
@@ -81,12 +79,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.rounds} rounds x {args.seconds:g} s per mode, interleaved; batch_window_ms {args.window_ms:g}")
     print("batched / one at a time, labels per second: " + ", ".join(camerabench.speedups(rows)))
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        env = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
-               "argv": sys.argv[1:] if argv is None else argv, "settings": asdict(settings)}
-        with open(args.json, "w") as f:
-            json.dump({"environment": env, "rows": [asdict(r) for r in rows],
-                       "samples": [asdict(run) for run in runs]}, f, indent=2)
+        write_report(args.json, argv, {"rows": [asdict(r) for r in rows], "samples": [asdict(run) for run in runs]},
+                     cpus=os.cpu_count(), settings=asdict(settings))
         print(f"wrote {args.json}")
     return 0 if all(r.answered for r in rows) else 1
 

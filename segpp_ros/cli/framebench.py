@@ -7,13 +7,10 @@ for 19 and 150 classes. What is measured and how: segpp_ros.training.framebench.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 from dataclasses import asdict
 
-from . import parse_size, parse_sizes, positive_ints
+from . import parse_size, parse_sizes, positive_ints, write_report
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +34,6 @@ def main(argv: list[str] | None = None) -> int:
         print("segpp-framebench: --iters must be >= 1 and --warmup >= 0", file=sys.stderr)
         return 2
     import cv2
-    import torch
 
     from ..samples import sample_frames
     from ..training.framebench import classes_cost, format_classes, format_split, split
@@ -50,12 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(format_classes(classes))
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        env = {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
-               "argv": sys.argv[1:] if argv is None else argv}
-        with open(args.json, "w") as f:
-            json.dump({"environment": env, "split": [asdict(r) for r in rows],
-                       "classes": [asdict(r) for r in classes]}, f, indent=2)
+        write_report(args.json, argv, {"split": [asdict(r) for r in rows], "classes": [asdict(r) for r in classes]})
     return 0
 
 

@@ -6,9 +6,6 @@ merge preset, interleaved in one process; see segpp_ros.training.posebench.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 from dataclasses import asdict
 
@@ -16,7 +13,7 @@ import torch
 
 from ..model import PRESETS
 from ..training.posebench import format_tables, run
-from . import add_timing_args, parse_preset_args, parse_size, positive_ints, preset_error
+from . import add_timing_args, parse_preset_args, parse_size, positive_ints, preset_error, write_report
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,13 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(format_tables(rows))
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        env = {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
-               "threads": torch.get_num_threads(), "device": args.device, "precision": args.precision,
-               "input_size": list(args.input_size), "frame": list(args.frame), "flip_test": args.flip_test,
-               "argv": sys.argv[1:] if argv is None else argv}
-        with open(args.json, "w") as f:
-            json.dump({"environment": env, "rows": [asdict(r) for r in rows]}, f, indent=2)
+        write_report(args.json, argv, {"rows": [asdict(r) for r in rows]}, threads=torch.get_num_threads(),
+                     device=args.device, precision=args.precision, input_size=list(args.input_size),
+                     frame=list(args.frame), flip_test=args.flip_test)
     return 0
 
 

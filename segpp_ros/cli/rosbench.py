@@ -10,7 +10,6 @@ inside an isolated network namespace (tools/netns-run).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -19,7 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..ros.env import is_isolated_network
-from . import non_negative_int, parse_sizes, positive_int
+from . import non_negative_int, parse_sizes, positive_int, write_report
 
 PROG = "segpp-rosbench"
 SCENE_SEED = 20_240_611
@@ -111,15 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     summaries = [bench.summary_of(run, args.max_side) for run in runs]
     print(bench.report(summaries, runs, settings, segmenter.describe(), torch.get_num_threads()))
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        env = {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
-               "processor": platform.processor(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-               "model": segmenter.describe(), "argv": sys.argv[1:] if argv is None else argv,
-               "node_params": bench.node_params(settings), "rmw": os.environ.get("RMW_IMPLEMENTATION", "default"),
-               "fastdds_profile": os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE")}
-        with open(args.json, "w") as f:
-            json.dump({"environment": env, "summary": [asdict(s) for s in summaries],
-                       "samples": bench.samples_record(runs)}, f, indent=2)
+        write_report(args.json, argv, {"summary": [asdict(s) for s in summaries],
+                                       "samples": bench.samples_record(runs)},
+                     processor=platform.processor(), cpus=os.cpu_count(), torch_threads=torch.get_num_threads(),
+                     model=segmenter.describe(), node_params=bench.node_params(settings),
+                     rmw=os.environ.get("RMW_IMPLEMENTATION", "default"),
+                     fastdds_profile=os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE"))
         print(f"wrote {args.json}")
     return 0 if all(s.frames for s in summaries) else 1
 
