@@ -33,6 +33,7 @@ setup(
             "segpp-walk = segpp_ros.cli.walk:main",
             "segpp-framebench = segpp_ros.cli.framebench:main",
             "segpp-export = segpp_ros.cli.export:main",
+            "segpp-depthbench = segpp_ros.cli.depthbench:main",
         ],
     },
 )

@@ -8,6 +8,8 @@
     ros2 launch segpp segpp.launch.py image:=/camera/image_raw use_sim_time:=true   # a bag played with --clock
     ros2 launch segpp segpp.launch.py image:=/cam/image detections:=/yolo/detections   # with a detector's boxes
     ros2 launch segpp segpp.launch.py image:=/camera/image_raw backend:=torch    # PyTorch instead of OpenVINO
+    ros2 launch segpp segpp.launch.py image:=/camera/color/image_raw depth:=/camera/aligned_depth_to_color/image_raw \
+        params_file:=rgbd.yaml                                              # with depth.enable: true in it
 
 The camera_info of the image is its sibling (image:=/camera/image_raw -> /camera/camera_info,
 image_transport's convention) unless camera_info:=... names another.
@@ -60,7 +62,7 @@ def _node(context, *args, **kwargs):
         overrides["use_sim_time"] = _true(sim_time)
     remappings = [("image", LaunchConfiguration("image")),
                   ("image/compressed", [LaunchConfiguration("image"), "/compressed"])]
-    for name in ("camera_info", "detections"):
+    for name in ("camera_info", "detections", "depth", "depth_camera_info"):
         topic = LaunchConfiguration(name).perform(context)
         if topic:
             remappings.append((name, topic))
@@ -118,6 +120,12 @@ def generate_launch_description():
         DeclareLaunchArgument("detections", default_value="",
                               description="a detector's vision_msgs/Detection2DArray topic, used with "
                                           "pose.box_source detections (empty: detections, relative)"),
+        DeclareLaunchArgument("depth", default_value="",
+                              description="an aligned depth image topic (16UC1 or 32FC1), used with depth.enable "
+                                          "(empty: depth, relative)"),
+        DeclareLaunchArgument("depth_camera_info", default_value="",
+                              description="camera_info of the depth image (empty: the depth topic's sibling "
+                                          "camera_info)"),
         DeclareLaunchArgument("use_sim_time", default_value="",
                               description="true: the node's clock follows /clock (a bag played with --clock, a "
                                           "simulator) (empty: the params file's, by default false)"),

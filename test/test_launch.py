@@ -165,6 +165,9 @@ def test_default_params_file(launch: LaunchFile) -> None:
     ({"image": "/cam/x", "camera_info": "/cam/calib", "detections": "/yolo/detections"},
      [("image", "/cam/x"), ("image/compressed", "/cam/x/compressed"), ("camera_info", "/cam/calib"),
       ("detections", "/yolo/detections")]),
+    ({"image": "/rs/color", "depth": "/rs/aligned_depth_to_color/image_raw", "depth_camera_info": "/rs/d_info"},
+     [("image", "/rs/color"), ("image/compressed", "/rs/color/compressed"),
+      ("depth", "/rs/aligned_depth_to_color/image_raw"), ("depth_camera_info", "/rs/d_info")]),
 ])
 def test_remappings_are_the_node_inputs(arguments, expected) -> None:
     """image:= remaps the image (and its compressed sibling); camera_info:= and detections:= only when
@@ -178,9 +181,9 @@ def test_remappings_are_the_node_inputs(arguments, expected) -> None:
     remaps = [(perform_substitutions(context, a), perform_substitutions(context, b))
               for a, b in node._Node__remappings]
     assert remaps == expected
-    node_py = NODE_PY.read_text()
-    for topic, _ in remaps:                          # node.py subscribes each of them
-        assert f'"{topic}"' in node_py, f"node.py never names the topic {topic!r}"
+    node_py = NODE_PY.read_text() + NODE_PY.with_name("depth.py").read_text()
+    for topic, _ in remaps:                          # the node (node.py, depth.py) subscribes each of them
+        assert f'"{topic}"' in node_py, f"the node never names the topic {topic!r}"
     def overrides(node) -> dict:
         return {perform_substitutions(context, list(k)): v for k, v in node._Node__parameters[1].items()}
     assert "use_sim_time" not in overrides(node)
@@ -281,13 +284,20 @@ def test_the_rviz_config_shows_existing_outputs_with_matching_displays() -> None
     config = yaml.safe_load((ROOT / "config" / "segpp.rviz").read_text())
     displays = {d["Topic"]["Value"]: d["Class"] for d in config["Visualization Manager"]["Displays"]}
     # the node (named segpp) publishes ~/<leaf>: images on overlay and label, markers on markers
-    outputs = {Camera("").output(leaf).replace("~", "/segpp"): leaf for leaf in ("overlay", "label", "markers")}
+    # and markers_3d, the labelled cloud on points
+    kinds = {"overlay": "Image", "label": "Image", "markers": "MarkerArray", "markers_3d": "MarkerArray",
+             "points": "PointCloud2"}
+    outputs = {Camera("").output(leaf).replace("~", "/segpp"): leaf for leaf in kinds}
     assert set(displays) == set(outputs), displays
     for topic, kind in displays.items():
-        want = "rviz_default_plugins/MarkerArray" if outputs[topic] == "markers" else "rviz_default_plugins/Image"
-        assert kind == want, (topic, kind)
-    # the markers' namespace is the one the node uses, and the QoS the publishers offer
+        assert kind == f"rviz_default_plugins/{kinds[outputs[topic]]}", (topic, kind)
+    # the markers' namespaces are the ones the node uses, the cloud is coloured by its label
+    # channel, with the QoS the publishers offer
+    from segpp_ros.ros.depth import MARKER_3D_NS
     from segpp_ros.ros.keypoint_msgs import MARKER_NS
 
-    markers = next(d for d in config["Visualization Manager"]["Displays"] if d["Topic"]["Value"] == "/segpp/markers")
-    assert list(markers["Namespaces"]) == [MARKER_NS] and markers["Topic"]["Reliability Policy"] == "Reliable"
+    by_topic = {d["Topic"]["Value"]: d for d in config["Visualization Manager"]["Displays"]}
+    for topic, ns in (("/segpp/markers", MARKER_NS), ("/segpp/markers_3d", MARKER_3D_NS)):
+        assert list(by_topic[topic]["Namespaces"]) == [ns] and by_topic[topic]["Topic"]["Reliability Policy"] == "Reliable"
+    cloud = by_topic["/segpp/points"]
+    assert (cloud["Color Transformer"], cloud["Channel Name"]) == ("Intensity", "label")

@@ -145,7 +145,7 @@ def test_importing_the_ros_layer_package_starts_no_rclpy() -> None:
 # -- the shape of the house ---------------------------------------------------------------------------
 # segpp_ros/ros is the node's runtime and nothing else: a new module there is a decision, made here
 NODE_RUNTIME = {"__init__", "node", "lifecycle", "process", "pose_stage", "cameras", "params", "conversions", "qos",
-                "camera_info", "vision", "logs",
+                "camera_info", "vision", "logs", "depth",
                 "keypoint_msgs", "realtime", "health", "spin", "env"}
 # what the frame pipeline does; its adapters (the node, segpp-bag) call the pipeline, never these
 PIPELINE_STEPS = {"person_boxes", "whole_frame_box", "draw_skeletons", "upsampled_argmax", "MergeBudget"}

@@ -30,7 +30,9 @@ NOT_SOURCES = (".git", ".venv", ".venv-*", "venv", "build", "install", "log", "o
 
 
 def _snake(camel: str) -> str:
-    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", camel).lower()
+    """rosidl's module name of a message: PersonKeypoints3DArray -> person_keypoints3_d_array."""
+    words = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", camel)
+    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", words).lower()
 
 
 # -- package.xml / CMakeLists.txt ------------------------------------------------------------------------

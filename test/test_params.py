@@ -105,8 +105,9 @@ def test_one_merge_configuration_parameter_per_model() -> None:
             f"{prefix}.preset", f"{prefix}.budget_ms", f"{prefix}.custom"}
     assert set(MERGE_PRESETS) == {*PRESETS, "custom"}
     assert SPECS_BY_NAME["merge.preset"].choices == MERGE_PRESETS
-    # with use_sim_time, what `ros2 param list /segpp` shows
-    assert len(ALL_SPECS) + 1 <= 45
+    # with use_sim_time, what `ros2 param list /segpp` shows: 45 once the per-stage merge parameters
+    # became merge.custom; then the compiled backend (2) and depth (6) came
+    assert len(ALL_SPECS) + 1 <= 53
 
 
 # -- merge_from -----------------------------------------------------------------------------------------

@@ -7,8 +7,11 @@ each output message is what the node would have published for that frame. The ou
 
     <prefix>/label, /color, /overlay, /keypoints,  one per processed frame, the input's header
       /persons                                     verbatim, recorded at the input's receive time
+    <prefix>/keypoints_3d, /points                 with --depth-topic: the 3-D outputs of each frame
+                                                   paired with a depth image (as the node pairs them)
     <prefix>/label_info, /palette, /keypoint_info  once, at the first processed frame
-    the input topic                                every input message in the time range, copied
+    the input topic (and the depth topic, the      every input message in the time range, copied
+      camera_infos)
 
 each output topic with the QoS the node offers on it (reliable; the info topics transient
 local, so a replay latches them as the node does), the input with its recorded QoS
@@ -27,18 +30,23 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from ..inference.depth import DepthError, DepthFrame
 from ..inference.pipeline import Frame, FramePipeline
 from ..inference.pose import person_class_ids
 from ..ros.conversions import ImageFormatError, array_to_image, compressed_to_rgb, image_to_rgb, label_encoding
 from ..ros.env import share_file
 from ..ros.params import SPECS_BY_NAME, Snapshot, defaults
+from ..ros.realtime import ByStamp, stamp_ns
+from .pairing import DepthPairing
 
 RAW, COMPRESSED = "raw", "compressed"
 # ROS 2 and ROS 1 names of the image types
 IMAGE_TYPES: dict[str, str] = {"sensor_msgs/msg/Image": RAW, "sensor_msgs/msg/CompressedImage": COMPRESSED,
                                "sensor_msgs/Image": RAW, "sensor_msgs/CompressedImage": COMPRESSED}
-OUTPUTS: tuple[str, ...] = ("label", "color", "overlay", "keypoints", "persons")
-OUR_MESSAGES: tuple[str, ...] = ("Keypoint", "PersonKeypoints", "PersonKeypointsArray", "KeypointInfo", "LabelPalette")
+OUTPUTS: tuple[str, ...] = ("label", "color", "overlay", "keypoints", "persons", "keypoints_3d", "points")
+DEPTH_OUTPUTS: tuple[str, ...] = ("keypoints_3d", "points")      # only with a depth topic
+OUR_MESSAGES: tuple[str, ...] = ("Keypoint", "PersonKeypoints", "PersonKeypointsArray", "KeypointInfo", "LabelPalette",
+                                 "Keypoint3D", "PersonKeypoints3D", "PersonKeypoints3DArray")
 VISION_MESSAGES: tuple[str, ...] = ("VisionClass", "LabelInfo", "Point2D", "Pose2D", "BoundingBox2D",
                                     "ObjectHypothesis", "ObjectHypothesisWithPose", "Detection2D", "Detection2DArray")
 LATCHED: tuple[str, ...] = ("label_info", "palette", "keypoint_info")
@@ -80,6 +88,8 @@ class Options:
     score_threshold: float = 0.15
     person_classes: str = "person,rider"
     every: int = 1
+    depth_topic: str | None = None
+    depth_info_topic: str | None = None     # None: the depth topic's sibling camera_info
     start_s: float | None = None
     end_s: float | None = None
     storage: str = "mcap"
@@ -123,6 +133,20 @@ class Summary:
     stopped: bool = False
     seconds: float = 0.0
     note: str = ""
+    depth: dict[str, int] = field(default_factory=dict)    # paired / missing / refused frames
+    depth_note: str = ""                                    # the first refusal's reason
+
+
+@dataclass(frozen=True)
+class CameraInfoK:
+    """What the depth step reads of a camera_info (ROS 2 names ``k``, ROS 1 ``K``)."""
+
+    header: Any
+    k: Sequence[float]
+
+
+def camera_info_k(msg: Any) -> CameraInfoK:
+    return CameraInfoK(msg.header, [float(v) for v in (msg.k if hasattr(msg, "k") else msg.K)])
 
 
 def image_topics(reader: Any) -> dict[str, str]:
@@ -143,6 +167,29 @@ def choose_topic(topics: dict[str, str], wanted: str | None, bag: Path) -> tuple
     note = "" if len(topics) == 1 else (f"{len(topics)} image topics ({', '.join(topics)}): processing {first}; "
                                         "choose another with --topic")
     return first, note
+
+
+def sibling_info(topic: str) -> str:
+    """The camera_info beside an image topic (/camera/depth/image_raw -> /camera/depth/camera_info)."""
+    return topic.rsplit("/", 1)[0] + "/camera_info"
+
+
+def depth_topics(reader: Any, options: Options, image_topic: str, bag: Path) -> dict[str, str]:
+    """'depth', 'depth_info' and (when in the bag) 'color_info' topics of a --depth-topic run."""
+    present = {c.topic: c.msgtype for c in reader.connections}
+    depth = options.depth_topic
+    if present.get(depth) not in ("sensor_msgs/msg/Image", "sensor_msgs/Image"):
+        images = [t for t, kind in present.items() if kind in ("sensor_msgs/msg/Image", "sensor_msgs/Image")]
+        raise BagError(f"{bag} has no raw image topic {depth!r} for --depth-topic; its raw image topics: "
+                       f"{', '.join(images) or 'none'}")
+    info = options.depth_info_topic or sibling_info(depth)
+    if info not in present:
+        raise BagError(f"{bag} has no depth camera_info {info!r} (the depth's intrinsics place its pixels in metres); "
+                       "name it with --depth-info-topic")
+    topics = {"depth": depth, "depth_info": info}
+    if sibling_info(image_topic) in present:
+        topics["color_info"] = sibling_info(image_topic)
+    return topics
 
 
 def typestore() -> Any:
@@ -289,6 +336,7 @@ class Labeller:
             raise BagError(f"--person-classes {err}") from None
         self.pipeline = FramePipeline(segmenter, pose, person_ids)
         self.settings = replace(values.frame, pose=replace(values.frame.pose, enable=pose is not None))
+        self.values = values
 
     def info_messages(self, stamp: Any) -> dict[str, Any]:
         from ..ros.conversions import palette_message
@@ -304,8 +352,12 @@ class Labeller:
                                                               stamp)
         return messages
 
-    def frame(self, image: np.ndarray, header: Any, want_overlay: bool) -> tuple[dict[str, Any], np.ndarray | None]:
-        """Output name -> message for one frame, and the overlay image (with skeletons) when wanted."""
+    def frame(self, image: np.ndarray, header: Any, want_overlay: bool,
+              depth: DepthFrame | None = None) -> tuple[dict[str, Any], np.ndarray | None]:
+        """Output name -> message for one frame, and the overlay image (with skeletons) when wanted;
+        with ``depth`` its 3-D outputs too."""
+        from ..inference.depth import keypoints_3d
+        from ..ros.depth import keypoints_3d_message, labelled_cloud, points_message
         from ..ros.keypoint_msgs import keypoints_message
         from ..ros.vision import persons_message
 
@@ -325,15 +377,26 @@ class Labeller:
                 messages["persons"] = persons_message(header, result.pose)
         if result.overlay is not None and "overlay" in outputs:
             messages["overlay"] = array_to_image(result.overlay, header, "rgb8")
+        if depth is not None:
+            if result.pose is not None and "keypoints_3d" in outputs:
+                persons = keypoints_3d(result.pose, depth, result.labels, self.pipeline.person_ids)
+                messages["keypoints_3d"] = keypoints_3d_message(header, depth.frame_id, persons)
+            if "points" in outputs:
+                segmenter = self.pipeline.segmenter
+                cloud = labelled_cloud(result.labels, depth, self.values, segmenter.classes, segmenter.palette)
+                messages["points"] = points_message(header, depth.frame_id, cloud)
         return messages, result.overlay
 
 
-def _frames_in_range(reader: Any, topic: str, options: Options) -> tuple[Iterator[tuple[Any, int, bytes]], int | None]:
-    """The topic's messages between start_s and end_s, and how many there are (None: unknown)."""
+def _frames_in_range(reader: Any, topic: str, options: Options,
+                     others: Sequence[str] = ()) -> tuple[Iterator[tuple[Any, int, bytes]], int | None]:
+    """The messages of ``topic`` (and the ``others``) between start_s and end_s, in recording
+    order, and how many of ``topic``'s there are (None: unknown)."""
     connections = [c for c in reader.connections if c.topic == topic]
     start = reader.start_time + int(options.start_s * 1e9) if options.start_s is not None else None
     stop = reader.start_time + int(options.end_s * 1e9) if options.end_s is not None else None
     total = sum(c.msgcount for c in connections) if start is None and stop is None else None
+    connections += [c for c in reader.connections if c.topic in others]
     return reader.messages(connections=connections, start=start, stop=stop), total
 
 
@@ -362,54 +425,98 @@ def process(source: Path, target: Path | None, options: Options, video: Path | N
         raise BagError(f"cannot read the bag {source}: {err}. segpp-bag reads ROS 2 bags (a folder with "
                        "metadata.yaml, sqlite3 or MCAP storage) and ROS 1 .bag files") from None
     try:
-        topics = image_topics(reader)
+        topics = {t: k for t, k in image_topics(reader).items() if t != options.depth_topic}
         summary.topic, summary.note = choose_topic(topics, options.topic, source)
         kind = topics[summary.topic]
+        sides = depth_topics(reader, options, summary.topic, source) if options.depth_topic else {}
         labeller = Labeller(options)
         out = BagWriter(target, options.storage) if target is not None else None
         movie = VideoWriter(video, options.video_fps or estimated_fps(reader, summary.topic, options.every)) \
             if video is not None else None
-        messages, total = _frames_in_range(reader, summary.topic, options)
+        messages, total = _frames_in_range(reader, summary.topic, options, list(sides.values()))
         bar = progress((total + options.every - 1) // options.every if total is not None else None) \
             if progress else None
         prefix = options.prefix.rstrip("/")
+        pairing: DepthPairing[tuple[int, np.ndarray, Any]] | None = \
+            DepthPairing(int(labeller.values["depth.max_skew_ms"] * 1e6)) if sides else None
+        infos: dict[str, ByStamp[Any]] = {name: ByStamp() for name in ("depth_info", "color_info")}
+        role = {topic: name for name, topic in sides.items()}
+        if sides:
+            summary.depth = {"paired": 0, "missing": 0, "refused": 0}
+
+        def depth_of(image: np.ndarray, msg: Any) -> DepthFrame | None:
+            """The frame's DepthFrame, or None (counted; the first refusal's reason kept)."""
+            from ..ros.depth import to_depth_frame
+
+            if msg is None:
+                summary.depth["missing"] += 1
+                return None
+            try:
+                depth = to_depth_frame(msg, infos["depth_info"].match(stamp_ns(msg.header))[0],
+                                       infos["color_info"].match(stamp_ns(msg.header))[0], image.shape[:2])
+            except DepthError as err:
+                summary.depth["refused"] += 1
+                summary.depth_note = summary.depth_note or f"depth on {sides['depth']} refused: {err}"
+                return None
+            summary.depth["paired"] += 1
+            return depth
+
+        def label(timestamp: int, image: np.ndarray, header: Any, depth_msg: Any) -> None:
+            if out is not None and summary.processed == 0:
+                for name, info in labeller.info_messages(header.stamp).items():
+                    out.write(f"{prefix}/{name}", info, timestamp, offered_qos(latched=True))
+            depth = depth_of(image, depth_msg) if sides else None
+            outputs, overlay = labeller.frame(image, header, "overlay" in options.outputs or movie is not None, depth)
+            if out is not None:
+                for name, built in outputs.items():
+                    out.write(f"{prefix}/{name}", built, timestamp, offered_qos(name in LATCHED))
+            if movie is not None and overlay is not None:
+                movie.add(overlay)
+            summary.processed += 1
+            if bar is not None:
+                bar.update()
+
         try:
             for connection, timestamp, raw in messages:
-                index = summary.read
-                summary.read += 1
+                topic = connection.topic
                 # ROS 2 input is copied as bytes: a frame skipped by --every is never deserialised
                 msg = None if reader.is2 else reader.deserialize(raw, connection.msgtype)
-                input_qos = getattr(connection.ext, "offered_qos_profiles", ())
                 if out is not None:
+                    input_qos = getattr(connection.ext, "offered_qos_profiles", ())
                     if reader.is2:
-                        out.write_raw(summary.topic, connection.msgtype, timestamp, raw, input_qos)
+                        out.write_raw(topic, connection.msgtype, timestamp, raw, input_qos)
+                    elif topic in (summary.topic, sides.get("depth")):
+                        out.write(topic, rclpy_image(msg, RAW if topic != summary.topic else kind), timestamp)
+                if topic in role:
+                    msg = msg if msg is not None else reader.deserialize(raw, connection.msgtype)
+                    if role[topic] == "depth":
+                        ready = pairing.depth(stamp_ns(msg.header), timestamp, msg)
                     else:
-                        out.write(summary.topic, rclpy_image(msg, kind), timestamp)
-                if index % options.every:
-                    continue
-                if msg is None:
-                    msg = reader.deserialize(raw, connection.msgtype)
-                try:
-                    image = image_to_rgb(msg) if kind == RAW else compressed_to_rgb(msg)
-                except ImageFormatError:
-                    summary.bad_frames += 1
-                    continue
-                header = rclpy_header(msg.header)
-                if out is not None and summary.processed == 0:
-                    for name, info in labeller.info_messages(header.stamp).items():
-                        out.write(f"{prefix}/{name}", info, timestamp, offered_qos(latched=True))
-                outputs, overlay = labeller.frame(image, header, "overlay" in options.outputs or movie is not None)
-                if out is not None:
-                    for name, built in outputs.items():
-                        out.write(f"{prefix}/{name}", built, timestamp, offered_qos(name in LATCHED))
-                if movie is not None and overlay is not None:
-                    movie.add(overlay)
-                summary.processed += 1
-                if bar is not None:
-                    bar.update()
-                if stop.is_set():
+                        infos[role[topic]].put(stamp_ns(msg.header), camera_info_k(msg))
+                        continue
+                else:
+                    index = summary.read
+                    summary.read += 1
+                    if index % options.every:
+                        continue
+                    if msg is None:
+                        msg = reader.deserialize(raw, connection.msgtype)
+                    try:
+                        image = image_to_rgb(msg) if kind == RAW else compressed_to_rgb(msg)
+                    except ImageFormatError:
+                        summary.bad_frames += 1
+                        continue
+                    header = rclpy_header(msg.header)
+                    item = (timestamp, image, header)
+                    ready = [(item, None)] if pairing is None else pairing.frame(stamp_ns(header), timestamp, item)
+                for item, depth_msg in ready:
+                    label(*item, depth_msg)
+                if stop.is_set() and summary.processed:
                     summary.stopped = True
                     break
+            if pairing is not None and not summary.stopped:
+                for item, depth_msg in pairing.finish():
+                    label(*item, depth_msg)
         finally:
             if bar is not None:
                 bar.close()

@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="network input size, longer side (0: the image's own) (default: 1024)")
     p.add_argument("--no-pose", action="store_true", help="no keypoints")
     p.add_argument("--person-classes", help="segmentation classes that are persons (default: person,rider)")
+    p.add_argument("--depth-topic", help="an aligned depth image topic (16UC1 or 32FC1, e.g. "
+                   "/camera/aligned_depth_to_color/image_raw): writes keypoints_3d and points, each frame paired with "
+                   "the depth image nearest its stamp within depth.max_skew_ms, as the node pairs them")
+    p.add_argument("--depth-info-topic", help="the depth camera_info (default: the depth topic's sibling camera_info)")
     p.add_argument("--every", type=positive_int, default=1, help="process every Nth frame (default: 1)")
     p.add_argument("--start", type=non_negative_float, help="seconds from the bag's start to begin at")
     p.add_argument("--end", type=non_negative_float, help="seconds from the bag's start to end at")
@@ -75,6 +79,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"{args.output} exists already: the output bag must be a new folder")
     if args.start is not None and args.end is not None and args.end <= args.start:
         parser.error("--end must be after --start")
+    if args.depth_topic is None and (args.depth_info_topic is not None
+                                     or {"keypoints_3d", "points"} & set(args.outputs or ())):
+        parser.error("keypoints_3d, points and --depth-info-topic need a depth image: give --depth-topic")
     problem = preset_error("--merge", [args.merge]) if args.merge is not None else None
     if problem:
         parser.error(problem)
@@ -97,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
                                             ("max_side", args.max_side), ("person_classes", args.person_classes),
                                             ("pose", False if args.no_pose else None)) if value is not None}
     options = Options.from_params(params, topic=args.topic, prefix=args.prefix, outputs=args.outputs or OUTPUTS,
-                                  every=args.every, start_s=args.start, end_s=args.end, storage=args.storage,
+                                  every=args.every, depth_topic=args.depth_topic,
+                                  depth_info_topic=args.depth_info_topic, start_s=args.start, end_s=args.end, storage=args.storage,
                                   video_fps=args.fps, **given)
     stop = threading.Event()
 
@@ -119,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, previous)
     if summary.note:
         print(f"{PROG}: {summary.note}", file=sys.stderr)
+    if summary.depth_note:
+        print(f"{PROG}: {summary.depth_note}", file=sys.stderr)
+    if summary.depth:
+        print(f"{PROG}: depth: " + ", ".join(f"{n} {key}" for key, n in summary.depth.items()) + " frames")
     written = ", ".join(f"{topic} {n}" for topic, n in sorted(summary.written.items()))
     ended = "stopped early (Ctrl-C); " if summary.stopped else ""
     print(f"{PROG}: {summary.topic}: {summary.processed} frames processed of {summary.read} read "

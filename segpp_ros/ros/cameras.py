@@ -45,10 +45,14 @@ class Camera:
     input_topic: str = ""
     info_topic: str = ""
     detections_topic: str = ""
+    depth_topic: str = ""
+    depth_info_topic: str = ""
     publishers: dict[str, Any] = field(default_factory=dict)
     subscriptions: list[Any] = field(default_factory=list)
     infos: ByStamp = field(default_factory=ByStamp)
     detections: ByStamp = field(default_factory=ByStamp)
+    depths: ByStamp = field(default_factory=ByStamp)
+    depth_infos: ByStamp = field(default_factory=ByStamp)
     health: Health = field(default_factory=Health)
     latency: Window = field(default_factory=Window)
     counters: Counters = field(default_factory=Counters)

@@ -58,11 +58,12 @@ from .conversions import (  # noqa: E402
 )
 from .camera_info import scaled as scaled_camera_info  # noqa: E402
 from .health import ERROR, OK, Health, Stage, Verdict, skew_cause, stamp_text  # noqa: E402
+from .depth import DepthOutput  # noqa: E402
 from .logs import forward_core_logs  # noqa: E402
 from .params import ALL_SPECS, SPECS_BY_NAME, ParamSpec, Snapshot, validate_changes  # noqa: E402
 from .pose_stage import PoseJob, PoseLoadError, PoseOutput  # noqa: E402
 from .qos import describe, incompatible_text, input_qos, latched_qos, output_qos, overrides  # noqa: E402
-from .realtime import Counters, LatestPerKey, SlotWorker, Window  # noqa: E402
+from .realtime import Counters, LatestPerKey, SlotWorker, Window, stamp_ns  # noqa: E402
 from .vision import label_info_message  # noqa: E402
 
 NODE_NAME = "segpp"
@@ -109,10 +110,6 @@ class Decoded:
     image: np.ndarray
     header: Any
     stamp: int
-
-
-def _stamp_ns(header: Any) -> int:
-    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
 
 
 class SegppBehaviour:
@@ -167,6 +164,7 @@ class SegppBehaviour:
         self.segmenter: Any = None         # the models and threads exist while configured
         self.pipeline: FramePipeline | None = None
         self.pose: PoseOutput | None = None
+        self.depth: DepthOutput | None = None
         self.worker: SlotWorker[Frame] | None = None
         self._image_publishers: list[Any] = []
         self._qos_table: dict[tuple[str, str], str] = {}   # (topic, side) -> its effective QoS
@@ -220,16 +218,22 @@ class SegppBehaviour:
         except (PoseLoadError, ValueError) as err:
             raise StartupError(str(err)) from None
         self.segmenter, self.pose = segmenter, pose
+        self.depth = DepthOutput(self) if self.values["depth.enable"] else None
+        reason = self._check_classes(self.values)
+        if reason:
+            raise StartupError(reason)
         self.cameras = [Camera(name) for name in self.values["cameras"] or [""]]
         for camera in self.cameras:
             camera.input_topic = self._input_topic(camera)
-            camera.info_topic = self._camera_info_topic(camera)
+            camera.info_topic = self.sibling_info_topic(camera)
             camera.detections_topic = self.resolve_topic_name(camera.input("detections"))
         self.input_topic = ", ".join(camera.input_topic for camera in self.cameras)
         for camera in self.cameras:
             camera.publishers = {leaf: self.publisher(Image, camera.output(leaf)) for leaf in ("label", "color", "overlay")}
             camera.publishers["camera_info"] = self.publisher(CameraInfo, camera.output("camera_info"))
             self.pose.create_camera_publishers(camera)
+            if self.depth is not None:
+                self.depth.configure(camera)
         self.pub_label_info = self.publisher(VisionLabelInfo, "~/label_info", latched=True)
         self.pub_palette = self.publisher(LabelPalette, "~/palette", latched=True)
         self._image_publishers = [self.pub_label_info, self.pub_palette]
@@ -255,6 +259,8 @@ class SegppBehaviour:
                 self.subscription(CameraInfo, camera.info_topic, functools.partial(self._on_camera_info, camera)),
                 self.subscription(Detection2DArray, camera.input("detections"),
                                   functools.partial(self._on_detections, camera))]
+            if self.depth is not None:
+                camera.subscriptions += self.depth.subscriptions(camera)
         self.get_logger().info(
             f"segmenting {self.input_topic} ({self.values['transport']}) with {self.segmenter.describe()} "
             f"on {self.segmenter.device}, merge '{self.values.merge.name}'")
@@ -400,14 +406,14 @@ class SegppBehaviour:
             return direct
         return self.resolve_topic_name(camera.input("image")) + "/compressed"
 
-    def _camera_info_topic(self, camera: Camera) -> str:
-        """The resolved camera_info topic of a camera: image_transport's convention, the sibling of
-        its image topic (image:=/camera/image_raw -> /camera/camera_info), unless
-        <camera>/camera_info is remapped itself."""
-        direct = self.resolve_topic_name(camera.input("camera_info"))
-        if direct != self.resolve_topic_name(camera.input("camera_info"), only_expand=True):
+    def sibling_info_topic(self, camera: Camera, image: str = "image", info: str = "camera_info") -> str:
+        """The resolved camera_info topic of a camera's image (or depth) input: image_transport's
+        convention, the sibling of the image topic (image:=/camera/image_raw -> /camera/camera_info),
+        unless <camera>/``info`` is remapped itself."""
+        direct = self.resolve_topic_name(camera.input(info))
+        if direct != self.resolve_topic_name(camera.input(info), only_expand=True):
             return direct
-        return self.resolve_topic_name(camera.input("image")).rsplit("/", 1)[0] + "/camera_info"
+        return self.resolve_topic_name(camera.input(image)).rsplit("/", 1)[0] + "/camera_info"
 
     def _publish_label_info(self) -> None:
         stamp = self.get_clock().now().to_msg()
@@ -422,8 +428,21 @@ class SegppBehaviour:
             spec = SPECS_BY_NAME.get(p.name)
             changes[p.name] = self._typed(spec, p.value) if spec else p.value
         reason = (validate_changes(self.values, changes, reload_allowed=self._reload_allowed())
-                  or (self.pose.check({**self.values, **changes}) if self.pose is not None else None))
+                  or (self.pose.check({**self.values, **changes}) if self.pose is not None else None)
+                  or self._check_classes({**self.values, **changes}))
         return SetParametersResult(successful=reason is None, reason=reason or "")
+
+    def _check_classes(self, values: Any) -> str | None:
+        """points.classes must name classes the loaded model has (None: fine, or no model yet)."""
+        if self.segmenter is None or not values["points.classes"].strip():
+            return None
+        from ..inference.pose import person_class_ids
+
+        try:
+            person_class_ids(values["points.classes"], self.segmenter.classes)
+        except ValueError as err:
+            return f"points.classes {err}"
+        return None
 
     def _reload_allowed(self) -> bool:
         """Whether read-only parameters (weights, device, ...) may change now: never for the
@@ -455,10 +474,10 @@ class SegppBehaviour:
         self.worker.slot.put(Frame(msg, time.monotonic(), camera), camera.name)
 
     def _on_camera_info(self, camera: Camera, msg: CameraInfo) -> None:
-        camera.infos.put(_stamp_ns(msg.header), msg)
+        camera.infos.put(stamp_ns(msg.header), msg)
 
     def _on_detections(self, camera: Camera, msg: Detection2DArray) -> None:
-        camera.detections.put(_stamp_ns(msg.header), msg)
+        camera.detections.put(stamp_ns(msg.header), msg)
 
     def _problem(self, kind: str, text: str, camera: Camera | None = None) -> None:
         """A frame that ends without labels: counted, told to the watchdogs (the node's and its
@@ -509,7 +528,7 @@ class SegppBehaviour:
         camera = frame.camera
         self.hooks.frame(frame.msg.header.frame_id)
         header = frame.msg.header
-        stamp = _stamp_ns(header)
+        stamp = stamp_ns(header)
         if stamp > 0:
             # positive: the stamp is behind this node's clock
             skew = (self.get_clock().now().nanoseconds - stamp) / 1e9
@@ -561,6 +580,8 @@ class SegppBehaviour:
             camera, header = d.frame.camera, d.header
             self.publish(camera.publishers["label"], lambda: array_to_image(result.labels, header, encoding))
             self._publish_camera_info(d, result.labels.shape)
+            if self.depth is not None:
+                self.depth.attach(d, result, settings, self.segmenter.classes, self.segmenter.palette)
             if result.color is not None:
                 self.publish(camera.publishers["color"], lambda: array_to_image(result.color, header, "rgb8"))
             # latency and rates describe the labels; keypoints follow on the pose stage's thread
@@ -708,6 +729,8 @@ class SegppBehaviour:
             "input_topic": self.input_topic, "weights": self.segmenter.weights,
             "stamp_skew_s": f"{self.health.last_skew:.3f}",
             "camera_info": "; ".join(self._side_input_text(c.infos, c.info_topic) for c in self.cameras),
+            "depth": ("; ".join(self._side_input_text(c.depths, c.depth_topic) for c in self.cameras)
+                      if self.depth is not None else "off"),
             "incompatible_qos_peers": ", ".join(f"{peer} of {topic}" for topic, peer in
                                                 reversed(self._incompatible.items())) or "none",
             "detections": "; ".join(self._side_input_text(c.detections, c.detections_topic) for c in self.cameras),

@@ -249,7 +249,21 @@ NODE_SPECS: list[ParamSpec] = [
               low=0.0, high=3600.0),
 ]
 
-ALL_SPECS: list[ParamSpec] = [*NODE_SPECS, *SEGMENTATION_SPECS, *POSE_SPECS]
+DEPTH_SPECS: list[ParamSpec] = [
+    ParamSpec("depth.enable", False, "subscribe depth (an aligned depth image: 16UC1 millimetres or 32FC1 metres) "
+              "and its camera_info, and publish ~/keypoints_3d, ~/markers_3d and ~/points in the depth camera's "
+              "frame", read_only=True),
+    ParamSpec("depth.max_skew_ms", 20.0, "a frame is paired with the depth image nearest its stamp within this "
+              "many milliseconds; a frame without one keeps its 2-D outputs (counted: depth_missing)",
+              low=0.0, high=1000.0),
+    ParamSpec("points.stride", 4, "~/points: every Nth depth pixel in both directions", low=1, high=64),
+    ParamSpec("points.max_range_m", 10.0, "~/points: only points at most this far (metres along the optical "
+              "axis)", low=0.01, high=1000.0),
+    ParamSpec("points.classes", "", "~/points: only these classes, names or IDs, comma-separated (empty: all)"),
+    ParamSpec("points.color", False, "~/points: add each point's class colour as the field rgb"),
+]
+
+ALL_SPECS: list[ParamSpec] = [*NODE_SPECS, *SEGMENTATION_SPECS, *POSE_SPECS, *DEPTH_SPECS]
 SPECS_BY_NAME: dict[str, ParamSpec] = {s.name: s for s in ALL_SPECS}
 
 

@@ -165,6 +165,9 @@ class PoseOutput:
             camera, header, found = result.frame.context.frame.camera, result.frame.context.header, result.pose
             self.node.publish(camera.publishers["keypoints"], lambda: keypoints_message(header, found))
             self.node.publish(camera.publishers["persons"], lambda: persons_message(header, found))
+            if self.node.depth is not None:
+                self.node.depth.publish_3d(result, header, values, estimator.skeleton, estimator.keypoint_names,
+                                           self.pipeline.person_ids)
             if camera.wants("markers"):
                 self.node.counters.bump("rendered_markers")
                 self.node.publish(camera.publishers["markers"], lambda: markers_message(

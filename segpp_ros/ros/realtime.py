@@ -6,7 +6,7 @@ import sys
 import threading
 import time
 from collections import Counter, OrderedDict, deque
-from typing import Callable, Generic, Hashable, TypeVar
+from typing import Any, Callable, Generic, Hashable, TypeVar
 
 import numpy as np
 
@@ -339,6 +339,7 @@ class ByStamp(Generic[T]):
         self._items: OrderedDict[int, T] = OrderedDict()
         self._cond = threading.Condition()
         self._paired = False         # the last match was exact
+        self._closest_paired = False  # the last closest() found one
 
     def put(self, stamp: int, item: T) -> None:
         with self._cond:
@@ -365,6 +366,22 @@ class ByStamp(Generic[T]):
                 return self._items[stamp], True
             return (next(reversed(self._items.values())), False) if self._items else (None, False)
 
+    def closest(self, stamp: int, tolerance_ns: int, late_s: float = 0.0) -> T | None:
+        """The item stamped nearest ``stamp``, if within ``tolerance_ns``; else None. An item not
+        there yet is awaited up to ``late_s`` (only while the last such call paired one)."""
+        def nearest() -> T | None:
+            best = min(self._items, key=lambda t: abs(t - stamp), default=None)
+            return self._items[best] if best is not None and abs(best - stamp) <= tolerance_ns else None
+        with self._cond:
+            found = nearest()
+            if found is None and self._closest_paired and late_s > 0:
+                deadline = time.monotonic() + late_s
+                while found is None and (left := deadline - time.monotonic()) > 0:
+                    self._cond.wait(left)
+                    found = nearest()
+            self._closest_paired = found is not None
+            return found
+
     def wait(self, stamp: int, timeout_s: float) -> T | None:
         """The item stamped ``stamp``, waiting up to ``timeout_s`` for it to arrive; None after that."""
         deadline = time.monotonic() + timeout_s
@@ -375,3 +392,8 @@ class ByStamp(Generic[T]):
                     return None
                 self._cond.wait(left)
             return self._items[stamp]
+
+
+def stamp_ns(header: Any) -> int:
+    """A std_msgs Header's stamp in integer nanoseconds (the key of side inputs by stamp)."""
+    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
