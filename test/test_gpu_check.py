@@ -22,6 +22,15 @@ def test_gpu_check_dry_run_writes_every_section(tmp_path):
     result = json.loads((out / "gpu-check.json").read_text())
     assert result["dry_run"] and result["environment"]["device"] == "cpu"
     assert result["tests"]["exit_code"] == 0 and "passed" in result["tests"]["summary"]
+    graphs = result["graphs"]
+    assert graphs["concurrency"]["ok"] and graphs["concurrency"]["errors"] == [], graphs["concurrency"]
+    assert graphs["concurrency"]["captures"]["seg"] > 0 and graphs["concurrency"]["captures"]["pose"] > 0
+    assert graphs["ownership"]["ok"] and graphs["capture_count"]["frames"] > 0
+    # few keys: 1-4 cameras and 0-8 persons in three presets need far fewer graphs than batches met
+    counted = graphs["capture_count"]
+    assert 0 < counted["captures"] <= counted["distinct_batches_met"]
+    assert counted["captures"] == counted["graphs_kept"]          # nothing evicted and captured again
+    assert graphs["tf32"] == {"skipped": "TF32 is a CUDA notion"}
     strategies = {r["strategy"] for r in result["bench"]}
     assert strategies == {"none", "hq", "fast", "2x2", "downsample"}
     assert any(r["e2e_ms"] for r in result["bench"]) and any(r["batch"] == 2 for r in result["bench"])
@@ -30,6 +39,7 @@ def test_gpu_check_dry_run_writes_every_section(tmp_path):
     assert {r["preset"] for r in result["pose"]} == {"none", "hq", "2x2"}
     assert result["ros"]["exit_code"] == 0, result["ros"]["output"][-3000:]
     report = (out / "report.md").read_text()
-    for section in ("## Environment", "## test/test_cuda.py", "## segpp-bench", "## Segmenter time per frame",
+    for section in ("## Environment", "## test/test_cuda.py", "## CUDA graph checks", "## segpp-bench",
+                    "## Segmenter time per frame",
                     "## segpp-posebench", "## segpp-rosbench"):
         assert section in report, section

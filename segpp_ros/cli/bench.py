@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "the argmax, copy back) per preset")
     p.add_argument("--graphs", action="store_true", help="on CUDA, also time every case with CUDA graphs")
     p.add_argument("--backend", default="torch",
-                   help="comma-separated backends timed side by side: torch (eager), openvino (compiled, CPU)")
+                   help="comma-separated backends timed side by side: torch (eager), openvino (compiled, CPU), "
+                   "inductor (torch.compile; on CUDA with its CUDA graphs)")
     p.add_argument("--against-hf", action="store_true",
                    help="add HF transformers' SegFormer on the same weights (our rows then use the HF head)")
     return p
@@ -65,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"segpp-bench: {err}", file=sys.stderr)
         return 2
     backends = [b for b in args.backend.split(",") if b]
-    if not backends or any(b not in ("torch", "openvino") for b in backends):
-        print("segpp-bench: --backend takes torch and/or openvino, comma-separated", file=sys.stderr)
+    if not backends or any(b not in ("torch", "openvino", "inductor") for b in backends):
+        print("segpp-bench: --backend takes torch, openvino and/or inductor, comma-separated", file=sys.stderr)
         return 2
     device = torch.device(args.device)
     if "openvino" in backends and device.type != "cpu":

@@ -4,10 +4,14 @@
     tools/gpu-check --dry-run        # the same steps on the CPU at small sizes (what CI runs)
 
 Steps: the environment (GPU, CUDA, capability, bfloat16, which attention kernel each stage's
-shapes get); test/test_cuda.py against the CPU; segpp-bench (B0 at 512x1024, 1024x1024 and
-1024x2048, B5 at 1024x1024 batch 8 as in the paper; fp32/fp16/bf16; every preset; eager and
-CUDA graphs; forward and image-to-labels times); the Segmenter's time split into pre-processing,
-network and post-processing at 1080p; segpp-posebench; segpp-rosbench where ROS is installed.
+shapes get); test/test_cuda.py against the CPU; the CUDA graph checks (segpp_ros.training.
+cudacheck: segmentation and pose capturing and replaying on two threads for 300 frames while
+presets, cameras and persons change, against single-threaded eager runs; a graph replayed after
+its index tables were evicted; the captures of a scripted minute; TF32 on/off label agreement);
+segpp-bench (B0 at 512x1024, 1024x1024 and 1024x2048, B5 at 1024x1024 batch 8 as in the paper;
+fp32/fp16/bf16; every preset; eager, CUDA graphs and torch.compile's inductor; forward and
+image-to-labels times); the Segmenter's time split into pre-processing, network and
+post-processing at 1080p; segpp-posebench; segpp-rosbench where ROS is installed.
 Writes out/gpu/report.md (the tables) and out/gpu/gpu-check.json, and prints the report. Needs
 only PyTorch, NumPy, OpenCV and safetensors (the project's runtime), not ROS.
 """
@@ -35,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dry-run", action="store_true", help="every step on the CPU at small sizes")
     p.add_argument("--out", default="out/gpu", help="folder for report.md and gpu-check.json (default: out/gpu)")
-    p.add_argument("--skip", default="", help="comma-separated steps to leave out: env,tests,bench,split,pose,ros")
+    p.add_argument("--skip", default="", help="comma-separated steps to leave out: tests,graphs,bench,split,pose,ros")
     return p
 
 
@@ -90,6 +94,17 @@ def run_tests(device: str, small: bool) -> dict:
             "output_tail": "\n".join(lines[-40:])}
 
 
+def graph_checks(device: torch.device, dry: bool) -> dict:
+    from ..training import cudacheck
+
+    out = {}
+    for name in ("concurrency", "ownership", "capture_count", "tf32"):
+        start = time.perf_counter()
+        out[name] = getattr(cudacheck, name)(str(device), dry)
+        print(f"  {name}: {json.dumps(out[name])[:300]} ({time.perf_counter() - start:.0f} s)", flush=True)
+    return out
+
+
 def bench(device: torch.device, dry: bool) -> list[dict]:
     import torch
 
@@ -108,12 +123,14 @@ def bench(device: torch.device, dry: bool) -> list[dict]:
             torch.manual_seed(0)
             model = build_model(variant, num_classes=19).eval().fold_for_inference().to(device, DTYPES[precision])
             for graphs in graph_modes:
+                # eager beside inductor, then CUDA graphs (inductor's own graphs: mode reduce-overhead)
+                backends = ("torch",) if graphs or (dry and batch > 1) else ("torch", "inductor")
                 found = run_case(model, None, variant, size, precision, device, presets=list(PRESETS), batch=batch,
                                  warmup=1 if dry else 3, iters=2 if dry else 10, memory=not graphs,
-                                 e2e=batch == 1, graphs=graphs)
+                                 e2e=batch == 1, graphs=graphs, backends=backends)
                 rows += [asdict(r) for r in found]
                 print(f"  bench {variant} {size[0]}x{size[1]} x{batch} {precision} graphs={graphs}: "
-                      + ", ".join(f"{r.strategy} {r.median_ms:.1f} ms" for r in found), flush=True)
+                      + ", ".join(f"{r.backend} {r.strategy} {r.median_ms:.1f} ms" for r in found), flush=True)
             del model
             if device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -182,8 +199,13 @@ def report(result: dict) -> str:
     if "tests" in result:
         t = result["tests"]
         lines += ["", "## test/test_cuda.py", "", f"exit code {t['exit_code']}: {t['summary']} ({t['seconds']} s)"]
+    if result.get("graphs"):
+        g = result["graphs"]
+        lines += ["", "## CUDA graph checks", ""]
+        for name, found in g.items():
+            lines += [f"- **{name}**: " + ", ".join(f"{k} {v}" for k, v in found.items())]
     if result.get("bench"):
-        lines += ["", "## segpp-bench (every preset, eager and CUDA graphs)", "",
+        lines += ["", "## segpp-bench (every preset; eager, CUDA graphs, inductor)", "",
                   format_table([Row(**r) for r in result["bench"]])]
     if result.get("split"):
         lines += ["", "## Segmenter time per frame, split", "",
@@ -213,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     result: dict = {"dry_run": args.dry_run, "environment": environment(device)}
     print(json.dumps(result["environment"], indent=1), flush=True)
-    steps = [("tests", lambda: run_tests(str(device), args.dry_run)), ("bench", lambda: bench(device, args.dry_run)),
+    steps = [("tests", lambda: run_tests(str(device), args.dry_run)),
+             ("graphs", lambda: graph_checks(device, args.dry_run)), ("bench", lambda: bench(device, args.dry_run)),
              ("split", lambda: split(device, args.dry_run)), ("pose", lambda: pose(device, args.dry_run)),
              ("ros", lambda: rosbench(device, args.dry_run))]
     failed = False
@@ -235,7 +258,10 @@ def main(argv: list[str] | None = None) -> int:
     (out / "report.md").write_text(text)
     print(text)
     tests_failed = result.get("tests", {}).get("exit_code", 0) != 0
-    return 1 if failed or tests_failed else 0
+    checks_failed = [name for name, found in result.get("graphs", {}).items() if found.get("ok") is False]
+    if checks_failed:
+        print(f"{PROG}: CUDA graph checks failed: {', '.join(checks_failed)}", file=sys.stderr)
+    return 1 if failed or tests_failed or checks_failed else 0
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: cpu)")
     p.add_argument("--precision", default="auto", help="node parameter precision, and the in-process "
                    "reference's (default: auto)")
-    p.add_argument("--backend", choices=("torch", "openvino"), default="torch",
+    p.add_argument("--backend", choices=("torch", "openvino", "inductor"), default="torch",
                    help="node parameter backend, and the in-process reference's; with openvino the rounds start "
                         "once the node holds the compiled model (default: torch)")
     p.add_argument("--rounds", type=rounds_arg, default=5,

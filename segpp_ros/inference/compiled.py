@@ -40,7 +40,7 @@ from ..model import MergeConfig, SegFormerPP
 
 log = logging.getLogger(__name__)
 
-BACKENDS: tuple[str, ...] = ("auto", "torch", "openvino")
+BACKENDS: tuple[str, ...] = ("auto", "torch", "openvino", "inductor")
 # torch.export keeps tracing state in globals: two exports at once (the segmentation and the pose
 # model compiling in the background together) break each other, so one runs at a time per process
 _EXPORT_LOCK = threading.Lock()
@@ -315,7 +315,7 @@ def backend_text(wrapper: Any) -> str:
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
-    """'torch' or 'openvino' for ``backend`` on ``device`` ('auto': see docs/benchmarks.md)."""
+    """'torch', 'openvino' or 'inductor' for ``backend`` on ``device`` ('auto': see docs/benchmarks.md)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend == "openvino" and device.type != "cpu":

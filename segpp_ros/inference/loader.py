@@ -35,12 +35,16 @@ def precision_name(dtype: torch.dtype) -> str:
 
 
 def tune_backend(device: torch.device) -> None:
-    """On CUDA: cuDNN picks the fastest convolution per input size (benchmark mode), and float32
-    matmuls and convolutions may use TF32 (the precision users of fp32 expect on a GPU)."""
+    """On CUDA: cuDNN picks the fastest convolution per input size (benchmark mode). float32 stays
+    float32: no TF32 in matmuls or convolutions. The merge strategies score token similarity in
+    fp32 precisely so that near-ties resolve as on the CPU; TF32's 10-bit mantissa would tie
+    them again (and the MLPs and attention are matmuls too). Whether TF32 in the convolutions
+    alone leaves the labels unchanged is what tools/gpu-check measures (TF32 on/off agreement);
+    until a GPU run shows it, fp32 means IEEE fp32 everywhere. fp16 and bf16 are unaffected."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
 
 
 def resolve_device(device: str) -> torch.device:
@@ -113,7 +117,7 @@ def backend_precisions(backend: str, precision: str, device: str) -> tuple[str, 
     from .compiled import resolve_backend
 
     resolved = resolve_backend(backend, resolve_device(device))
-    if resolved == "torch":
+    if resolved in ("torch", "inductor"):
         return resolved, precision, precision
     if precision not in ("auto", "fp32", "bf16"):
         raise ValueError(f"backend 'openvino' runs precision fp32 or bf16 on the CPU, not {precision!r}")
@@ -123,12 +127,17 @@ def backend_precisions(backend: str, precision: str, device: str) -> tuple[str, 
 def model_forward(model: SegFormerPP, backend: str, compiled_precision: str, cuda_graphs: bool,
                   background_compile: bool) -> Callable[[torch.Tensor], torch.Tensor]:
     """The forward pass a wrapper calls: the model through CUDA graphs (eager on the CPU) for
-    'torch', the compiled graphs for 'openvino' (with the threads PyTorch uses now)."""
+    'torch', the compiled graphs for 'openvino' (with the threads PyTorch uses now), torch.compile's
+    functions for 'inductor'."""
     if backend == "openvino":
         from .compiled import OpenVINOForward
 
         return OpenVINOForward(model, key=lambda: model.merge, precision=compiled_precision,
                                threads=torch.get_num_threads(), background=background_compile)
+    if backend == "inductor":
+        from .inductor import InductorForward
+
+        return InductorForward(model, key=lambda: model.merge)
     from .graphs import GraphedForward
 
     return GraphedForward(model, key=lambda: model.merge, enabled=cuda_graphs)

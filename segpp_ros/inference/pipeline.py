@@ -28,6 +28,7 @@ import numpy as np
 
 from ..model.merge import MergeConfig, resolve_merge
 from .budget import POSE_LADDER, SEG_LADDER, MergeBudget
+from .graphs import capture_between_frames
 from .drawing import draw_skeletons
 from .pose import PersonBox, PoseEstimator, PoseResult, person_boxes, whole_frame_box
 from .segmenter import Segmenter, network_size
@@ -153,6 +154,7 @@ class FramePipeline:
     def __init__(self, segmenter: Segmenter, pose: PoseEstimator | None = None, person_ids: Sequence[int] = (),
                  hooks: PipelineHooks | None = None) -> None:
         self.segmenter = segmenter
+        segmenter.defer_capture = True
         self.pose = pose
         self.person_ids = list(person_ids)
         self.hooks = hooks or PipelineHooks()
@@ -160,6 +162,7 @@ class FramePipeline:
         self.pose_budget = MergeBudget(POSE_LADDER)
         self.trackers: dict[Hashable, PersonTracker] = {}     # per camera
         self._precompiled: set[Hashable] = set()
+        self._warmed: set[Hashable] = set()                   # (network size, batch) warmed on CUDA
 
     @staticmethod
     def precompile(budget: MergeBudget, model: Any, shape: tuple[int, ...], top: MergeConfig) -> None:
@@ -186,7 +189,24 @@ class FramePipeline:
                 self.keypoints(batch, settings)
             for i, result in zip(indices, batch):
                 results[i] = result
+        self.between_frames(SEGMENTATION)
+        self.between_frames(KEYPOINTS)
         return results  # type: ignore[return-value]
+
+    def reset(self) -> None:
+        """Forget what earlier frames taught: person tracks and the latency budgets' measurements
+        (a new recording starts as if the pipeline were new; its models stay loaded)."""
+        self.trackers.clear()
+        self.budget = MergeBudget(SEG_LADDER)
+        self.pose_budget = MergeBudget(POSE_LADDER)
+
+    def between_frames(self, step: str) -> None:
+        """Capture the CUDA graphs of the new inputs a step met, after its frames are out (the
+        node calls it once it has published them, on the step's own thread). The models defer
+        their captures to this while they serve a pipeline."""
+        model = self.segmenter if step == SEGMENTATION else self.pose
+        if model is not None:
+            capture_between_frames(model.forward)
 
     def warm_up(self, settings: FrameSettings, image_hw: tuple[int, int] = (480, 640)) -> None:
         """One pass of each loaded model on a black frame of ``image_hw``: the first forward
@@ -195,8 +215,10 @@ class FramePipeline:
         image = np.zeros((h, w, 3), np.uint8)
         self.segmenter.max_side = settings.max_side
         self.segmenter(image, output=settings.output_resolution)
+        self.between_frames(SEGMENTATION)
         if self.pose is not None:
             self.pose(image, [whole_frame_box(h, w)])
+            self.between_frames(KEYPOINTS)
 
     # -- segmentation -------------------------------------------------------------------------------
     def segment(self, frames: Sequence[Frame], settings: FrameSettings) -> tuple[list[FrameResult], BatchReport]:
@@ -214,13 +236,22 @@ class FramePipeline:
         if merge is not seg.model.merge:      # a new object: a parameter change or the budget's step
             seg.set_merge(merge)
         overlay = any(f.overlay for f in frames)
+        if seg.device.type == "cuda" and (size, len(frames)) not in self._warmed:
+            # the first frames of a size (a camera's first): cuDNN's autotuning, the first
+            # allocations and the graph capture happen on these frames before they are timed
+            self._warmed.add((size, len(frames)))
+            seg.batch([f.image for f in frames], output=settings.output_resolution)
+            self.between_frames(SEGMENTATION)
         self.hooks.stage_start(SEGMENTATION, frames[0].frame_id)
         start = time.perf_counter()
         made = seg.batch([f.image for f in frames], output=settings.output_resolution,
                          color=any(f.color for f in frames),
                          overlay_alpha=settings.overlay_alpha if overlay else None)
         self.hooks.stage_end(SEGMENTATION, frames[0].frame_id, time.perf_counter() - start)
-        met = self.budget.record(key, merge, (time.perf_counter() - start) * 1000, settings.budget_ms)
+        elapsed_ms = (time.perf_counter() - start) * 1000
+        # a new graph key ran eagerly (its graph is captured between frames): the budget learns
+        # graphed times only
+        met = self.budget.record(key, merge, elapsed_ms, settings.budget_ms) if not seg.last_cold else True
         results = [FrameResult(f, m.labels, m.color if f.color else None, m.overlay if f.overlay else None,
                                merge.name, m.network_ms, m.total_ms) for f, m in zip(frames, made)]
         return results, BatchReport(merge.name, met)
@@ -249,6 +280,7 @@ class FramePipeline:
         if self.pose is None:
             raise RuntimeError("the keypoint step needs a pose model: FramePipeline(pose=...)")
         s, pose = settings.pose, self.pose
+        pose.defer_capture = True            # given later by the node: captured in between_frames
         boxes = [self.boxes(r, s) for r in results]
         persons = sum(min(len(b), s.max_persons) for b in boxes)
         # the pose model's time grows with the persons in the batch (and doubles with flip_test)
@@ -263,7 +295,7 @@ class FramePipeline:
         found = pose.batch([(r.frame.image, b) for r, b in zip(results, boxes)], s.max_persons)
         self.hooks.stage_end(KEYPOINTS, results[0].frame.frame_id, time.perf_counter() - model_start)
         model_ms = (time.perf_counter() - model_start) * 1000
-        met = not persons or self.pose_budget.record(key, merge, model_ms, s.budget_ms)
+        met = not persons or pose.last_cold or self.pose_budget.record(key, merge, model_ms, s.budget_ms)
         for result, keypoints in zip(results, found):
             result.pose, result.pose_merge = keypoints, merge.name
             self.track(result.frame.camera, keypoints, s)

@@ -36,6 +36,7 @@ from .crops import box_to_affine, invert_affine, transform_points, warp_crop, wa
 from .keypoints import decode_heatmaps
 from .loader import PRECISION_WORDS, backend_precisions, load_for_inference, model_forward, precision_name
 from .preprocess import PinnedUploads, normalise, to_tensor, upload
+from .graphs import after_call
 from .timing import DeviceTimer, on_stream
 from .vocab import COCO_FLIP_PAIRS, COCO_KEYPOINTS, COCO_SKELETON
 
@@ -291,6 +292,10 @@ class PoseEstimator:
         self._stream = torch.cuda.Stream(device=self.device) if self.device.type == "cuda" else None
         self._uploads = PinnedUploads()
         self.forward = model_forward(self.model, self.backend, self.precision, cuda_graphs, background_compile)
+        # a CUDA graph for a new input is captured after the call that met it (graphs.py); a
+        # frame pipeline defers that until its frame is published (FramePipeline.between_frames)
+        self.defer_capture = False
+        self.last_cold = False       # the last call ran a new graph key eagerly
 
     @property
     def num_keypoints(self) -> int:
@@ -364,6 +369,7 @@ class PoseEstimator:
         total_ms = (time.perf_counter() - start) * 1000
         for result in results:
             result.total_ms = total_ms
+        after_call(self)
         return results
 
     def _crops(self, image: np.ndarray, affines: Sequence[np.ndarray]) -> torch.Tensor:

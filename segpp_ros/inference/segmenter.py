@@ -20,6 +20,7 @@ from .label_kernel import cell_labels
 from .labels import upsampled_argmax
 from .loader import PRECISION_WORDS, backend_precisions, load_for_inference, model_forward, precision_name
 from .preprocess import PinnedUploads, normalise, upload
+from .graphs import after_call
 from .timing import DeviceTimer, on_stream
 
 
@@ -97,6 +98,10 @@ class Segmenter:
         self._stream = torch.cuda.Stream(device=self.device) if self.device.type == "cuda" else None
         self._uploads = PinnedUploads()
         self.forward = model_forward(self.model, self.backend, self.precision, cuda_graphs, background_compile)
+        # a CUDA graph for a new input is captured after the call that met it (graphs.py); a
+        # frame pipeline defers that until its frame is published (FramePipeline.between_frames)
+        self.defer_capture = False
+        self.last_cold = False       # the last call ran a new graph key eagerly
 
     def describe(self) -> str:
         """One line for logs: variant, head, classes, precision, and the backend when compiled."""
@@ -162,6 +167,7 @@ class Segmenter:
                       for (labels, _, _), image in zip(copied, images)]
         end = time.perf_counter()
         ms = {name: timer.ms() for name, timer in timers.items()}
+        after_call(self)
         return [Segmentation(labels if self.label_dtype == np.uint8 else labels.astype(self.label_dtype),
                              ms["network"], (end - start) * 1000, colors, overlay, ms["pre"], ms["post"],
                              (end - colour_start) * 1000) for labels, colors, overlay in copied]

@@ -65,10 +65,18 @@ def rotated(items: Sequence[T], k: int) -> list[T]:
     return list(items[k:]) + list(items[:k])
 
 
-def on_stream(stream: "torch.cuda.Stream | None") -> contextlib.AbstractContextManager:
-    """``stream`` as the current CUDA stream (a Segmenter's or PoseEstimator's own); nothing
-    without one (the CPU)."""
-    return torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
+@contextlib.contextmanager
+def on_stream(stream: "torch.cuda.Stream | None") -> Iterator[None]:
+    """A frame's device section: ``stream`` as the current CUDA stream (a Segmenter's or
+    PoseEstimator's own), held shared against graph captures (graphs.DEVICE_SECTIONS: no capture
+    runs while a frame uploads, allocates or synchronises); nothing without one (the CPU)."""
+    if stream is None:
+        yield
+        return
+    from .graphs import DEVICE_SECTIONS
+
+    with DEVICE_SECTIONS.shared(), torch.cuda.stream(stream):
+        yield
 
 
 @contextlib.contextmanager

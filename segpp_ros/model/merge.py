@@ -7,10 +7,12 @@ Merging is configuration of a loaded model (``SegFormerPP.set_merge``), never pa
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+import threading
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -24,6 +26,26 @@ Tensor = torch.Tensor
 # a camera switching between a few sizes and presets needs a few dozen. Bounded, because a stream
 # of ever-new sizes must not grow memory (a 1080p stage-1 table is about 1 MB)
 INDEX_CACHE_SIZE = 32
+_RETAINERS = threading.local()
+
+
+@contextlib.contextmanager
+def retain_tables() -> Iterator[list[Tensor]]:
+    """Collect every cached index table that merges on this thread use meanwhile. A CUDA graph
+    captured meanwhile reads them by device address: it keeps the list, so a later eviction
+    from the bounded cache never frees memory a live graph reads (inference.graphs)."""
+    stack = _RETAINERS.__dict__.setdefault("stack", [])
+    tables: list[Tensor] = []
+    stack.append(tables)
+    try:
+        yield tables
+    finally:
+        stack.pop()
+
+
+def _retained(*tables: Tensor) -> None:
+    for held in getattr(_RETAINERS, "stack", ()):
+        held.extend(tables)
 
 
 @dataclass(frozen=True)
@@ -234,7 +256,8 @@ def bipartite_soft_matching_2d(x: Tensor, h: int, w: int, setting: TokenMerge) -
     """
     B = x.shape[0]
     sy, sx = setting.cell
-    src_idx, dst_idx, inverse = _bipartite_partition(h, w, sy, sx, x.device)
+    src_idx, dst_idx, inverse = partition = _bipartite_partition(h, w, sy, sx, x.device)
+    _retained(*partition)
     # plain ints from the grid, also while a graph is traced: its shapes are fixed per grid
     N, n_src, n_dst = h * w, int(src_idx.shape[0]), int(dst_idx.shape[0])
     r = min(int(N * setting.ratio), n_src)
@@ -281,6 +304,7 @@ def neighbour_merge_2d(x: Tensor, h: int, w: int, setting: TokenMerge) -> Merge:
         return grid_to_tokens(F.avg_pool2d(tokens_to_grid(t, h, w), (sy, sx), (sy, sx), ceil_mode=True))
 
     slots = _cell_slots(h, w, sy, sx, x.device)
+    _retained(slots)
 
     def unmerge(y: Tensor) -> Tensor:
         return y.index_select(1, slots)

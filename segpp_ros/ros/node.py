@@ -43,7 +43,7 @@ from vision_msgs.msg import Detection2DArray  # noqa: E402
 from vision_msgs.msg import LabelInfo as VisionLabelInfo  # noqa: E402
 
 from ..inference.compiled import backend_text  # noqa: E402
-from ..inference.pipeline import FramePipeline, FrameResult, PipelineHooks  # noqa: E402
+from ..inference.pipeline import SEGMENTATION, FramePipeline, FrameResult, PipelineHooks  # noqa: E402
 from ..inference.pipeline import Frame as PipelineFrame  # noqa: E402
 from ..inference.pose import person_class_ids  # noqa: E402
 from ..model.runtime import release_freed_memory  # noqa: E402
@@ -598,9 +598,11 @@ class SegppBehaviour:
         if settings["pose.enable"]:
             # the next frames' segmentation overlaps these frames' keypoints
             self.pose.put(PoseJob(results, settings))
-            return
-        for result in results:
-            self.publish_overlay(result)
+        else:
+            for result in results:
+                self.publish_overlay(result)
+        # a CUDA graph for an input met for the first time, captured once its outputs are out
+        self.pipeline.between_frames(SEGMENTATION)
 
     def _publish_camera_info(self, d: Decoded, label_hw: tuple[int, int]) -> None:
         """~/camera_info of a label: the frame's own camera_info (by stamp, else the latest,

@@ -155,7 +155,9 @@ SEGMENTATION_SPECS: list[ParamSpec] = [
     ParamSpec("backend", "auto", "inference engine: auto (openvino on the CPU, torch on CUDA), torch (PyTorch, "
               "eager), openvino (the CPU only: the models compiled by OpenVINO, one per input size and merge "
               "configuration, in the background while the first frames of a new one run in PyTorch; kept on "
-              "disk, so a restart compiles nothing again)", read_only=True, choices=BACKENDS),
+              "disk, so a restart compiles nothing again), inductor (torch.compile: one compiled function per "
+              "merge configuration, compiled on the first frame of each input size; on CUDA with inductor's CUDA "
+              "graphs; measured by tools/gpu-check)", read_only=True, choices=BACKENDS),
     ParamSpec("backend_precompile", True, "with backend openvino and a latency budget: the first frame of a "
               "new input size queues every step of the merge ladder for compilation, so the budget's switches "
               "find them compiled"),

@@ -19,7 +19,7 @@ from vision_msgs.msg import Detection2DArray
 from visualization_msgs.msg import MarkerArray
 
 from ..inference.compiled import backend_text
-from ..inference.pipeline import PERSON_BOXES, FramePipeline, FrameResult
+from ..inference.pipeline import KEYPOINTS, PERSON_BOXES, FramePipeline, FrameResult
 from ..inference.pose import PoseEstimator
 from .keypoint_msgs import keypoint_info_message, keypoints_message, markers_message
 from .params import Snapshot
@@ -175,6 +175,7 @@ class PoseOutput:
                     values["pose.marker_scale"]))
         self.persons_last = sum(len(result.pose.persons) for result in results)
         self.latency.add((time.perf_counter() - start) * 1000)
+        self.pipeline.between_frames(KEYPOINTS)     # after publishing: see FramePipeline.between_frames
 
     def _attach_detections(self, results: list[FrameResult], values: Snapshot) -> None:
         """Each frame's person boxes from the detector's message with its stamp (waiting at most

@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..inference.graphs import capture_between_frames
 from ..inference.labels import upsampled_argmax
 from ..inference.loader import model_forward
 from ..inference.preprocess import PinnedUploads, normalise, upload
@@ -42,7 +43,7 @@ class Row:
     agreement: float
     e2e_ms: float | None = None   # uint8 images in, labels on the host out (pre + forward + post)
     graphs: bool = False          # the forward pass replayed as CUDA graphs
-    backend: str = "torch"        # torch (eager) or openvino (the compiled graph)
+    backend: str = "torch"        # torch (eager), openvino (the compiled graph) or inductor (torch.compile)
     logit_diff: float | None = None   # max |logit - torch's logit| of the same preset (openvino rows)
 
 
@@ -142,8 +143,10 @@ def run_case(model: SegFormerPP, hf: torch.nn.Module | None, variant: str, size:
         peaks = {key: peak_memory_mb(call, device) if memory and key[0] == "torch" else None
                  for key, call in calls.items()}
         for _ in range(warmup):
-            for call in (*calls.values(), *pipelines.values()):
+            for key, call in (*calls.items(), *pipelines.items()):
                 call()
+                if key[1] != HF_ROW:       # a new CUDA graph key is captured between calls, as between frames
+                    capture_between_frames(forwards[key[0]][1])
         times: dict[tuple[str, str], list[float]] = {key: [] for key in calls}
         e2e_times: dict[tuple[str, str], list[float]] = {key: [] for key in pipelines}
         keys = list(calls)
