@@ -29,7 +29,7 @@ ROS2_TOOLS_INSTALL = if [ -n "$(ROS2_TOOLS)" ]; then $(ROS2_TOOLS)/install.sh $(
 	workspace: apt install ros-\$$ROS_DISTRO-vision-msgs)" >&2; exit 1; fi
 
 $(STAMP): requirements/base.txt requirements/ros.txt requirements/build-tools.txt requirements/test-tools.txt \
-		requirements/test.txt $(SOURCES)
+		requirements/fleet.txt requirements/test.txt $(SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements/test.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e .

@@ -11,6 +11,8 @@ setup(
     install_requires=["torch>=2.3", "numpy>=1.26", "safetensors>=0.4", "tqdm>=4.60", "opencv-python-headless>=4.8",
                       "rosbags>=0.10", "huggingface_hub>=0.20", "numba>=0.59", "PyYAML>=6", "openvino>=2025.1",
                       "onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.18"],
+    # segpp-fleet: many bags on a Ray cluster (the node and segpp-bag never import Ray)
+    extras_require={"fleet": ["ray>=2.60"]},
     package_data={"segpp_ros.weights": ["*.safetensors"], "segpp_ros.samples": ["*.jpg"]},
     entry_points={
         "console_scripts": [
@@ -34,6 +36,8 @@ setup(
             "segpp-framebench = segpp_ros.cli.framebench:main",
             "segpp-export = segpp_ros.cli.export:main",
             "segpp-depthbench = segpp_ros.cli.depthbench:main",
+            "segpp-fleet = segpp_ros.cli.fleet:main",
+            "segpp-fleetbench = segpp_ros.cli.fleetbench:main",
         ],
     },
 )

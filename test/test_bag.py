@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 import torch
 from rosbags.highlevel import AnyReader
-from rosbags.rosbag2 import StoragePlugin, Writer
 
 from segpp_ros.cli import bag as cli
 from segpp_ros.inference import Segmenter
 from segpp_ros.inference.pose import PoseEstimator, person_boxes
-from segpp_ros.bags.runner import BagError, Options, process, typestore
-from segpp_ros.ros.conversions import image_to_rgb, rgb_to_compressed, rgb_to_image
+from segpp_ros.bags.runner import BagError, Options, process
+from segpp_ros.bags.synthetic import sample_images, stamped_header, write_image_bag
+from segpp_ros.ros.conversions import image_to_rgb, rgb_to_compressed
 
 SAMPLES = Path(__file__).resolve().parent.parent / "segpp_ros" / "samples"
 H, W = 96, 192
@@ -32,19 +32,11 @@ T0 = 1_700_000_000 * 10**9          # header stamps: T0 + i x 100 ms; receive ti
 
 
 def frames(n: int) -> list[np.ndarray]:
-    out = []
-    for i in range(n):
-        bgr = cv2.imread(str(SAMPLES / f"frame_{i % 12:03d}.jpg"))
-        out.append(np.ascontiguousarray(cv2.resize(bgr, (W, H), interpolation=cv2.INTER_AREA)[..., ::-1]))
-    return out
+    return sample_images(n, H, W, sorted(SAMPLES.glob("frame_*.jpg")))
 
 
 def header(i: int):
-    from builtin_interfaces.msg import Time
-    from std_msgs.msg import Header
-
-    stamp = T0 + i * 100_000_000
-    return Header(stamp=Time(sec=stamp // 10**9, nanosec=stamp % 10**9), frame_id=f"cam_{i}")
+    return stamped_header(i, T0)
 
 
 def received(i: int) -> int:
@@ -54,19 +46,7 @@ def received(i: int) -> int:
 def write_bag(path: Path, images: list[np.ndarray], storage: str = "mcap",
               topics: tuple[str, ...] = ("/cam/image",)) -> None:
     """A ROS 2 bag with each image on every topic (raw, or JPEG on .../compressed topics)."""
-    from rclpy.serialization import serialize_message
-
-    store = typestore()
-    writer = Writer(path, version=9, storage_plugin=StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3)
-    writer.open()
-    for topic in topics:
-        compressed = topic.endswith("/compressed")
-        kind = "sensor_msgs/msg/CompressedImage" if compressed else "sensor_msgs/msg/Image"
-        connection = writer.add_connection(topic, kind, typestore=store)
-        for i, image in enumerate(images):
-            msg = rgb_to_compressed(image, header(i)) if compressed else rgb_to_image(image, header(i))
-            writer.write(connection, received(i), serialize_message(msg))
-    writer.close()
+    write_image_bag(path, images, storage, topics, start_ns=T0)
 
 
 def read_bag(path: Path) -> dict[str, list[tuple[int, object, bytes]]]:

@@ -88,6 +88,7 @@ class Options:
     score_threshold: float = 0.15
     person_classes: str = "person,rider"
     every: int = 1
+    batch: int = 1                          # frames per forward pass (each gets what it gets alone)
     depth_topic: str | None = None
     depth_info_topic: str | None = None     # None: the depth topic's sibling camera_info
     start_s: float | None = None
@@ -352,18 +353,23 @@ class Labeller:
                                                               stamp)
         return messages
 
-    def frame(self, image: np.ndarray, header: Any, want_overlay: bool,
-              depth: DepthFrame | None = None) -> tuple[dict[str, Any], np.ndarray | None]:
-        """Output name -> message for one frame, and the overlay image (with skeletons) when wanted;
-        with ``depth`` its 3-D outputs too."""
+    def frames(self, frames: Sequence[tuple[np.ndarray, Any, DepthFrame | None]],
+               want_overlay: bool) -> list[tuple[dict[str, Any], np.ndarray | None]]:
+        """Per frame (image, header, depth or None): output name -> message, and the overlay image
+        (with skeletons) when wanted; with a depth its 3-D outputs too. The frames go through the
+        pipeline together (one forward pass per network size); each gets what it gets alone."""
+        outputs = self.options.outputs
+        results = self.pipeline([Frame(image, header.frame_id, color="color" in outputs, overlay=want_overlay)
+                                 for image, header, _ in frames], self.settings)
+        return [self._messages(result, header, depth) for result, (_, header, depth) in zip(results, frames)]
+
+    def _messages(self, result: Any, header: Any, depth: DepthFrame | None) -> tuple[dict[str, Any], np.ndarray | None]:
         from ..inference.depth import keypoints_3d
         from ..ros.depth import keypoints_3d_message, labelled_cloud, points_message
         from ..ros.keypoint_msgs import keypoints_message
         from ..ros.vision import persons_message
 
         outputs = self.options.outputs
-        result = self.pipeline([Frame(image, header.frame_id, color="color" in outputs, overlay=want_overlay)],
-                               self.settings)[0]
         messages = {}
         if "label" in outputs:
             messages["label"] = array_to_image(result.labels, header,
@@ -408,11 +414,14 @@ def estimated_fps(reader: Any, topic: str, every: int) -> float:
 
 
 def process(source: Path, target: Path | None, options: Options, video: Path | None = None,
-            stop: threading.Event | None = None, progress: Callable[[int | None], Any] | None = None) -> Summary:
+            stop: threading.Event | None = None, progress: Callable[[int | None], Any] | None = None,
+            labeller: Labeller | None = None) -> Summary:
     """Run the bag ``source`` through the pipeline into the bag ``target`` (or the MP4 ``video``).
 
-    ``stop``: when set, the run ends after the frame in progress (the output is closed properly).
-    ``progress(total)``: a factory of a tqdm-like bar (``update()``, ``close()``) or None."""
+    ``stop``: when set, the run ends after the frames in progress (the output is closed properly).
+    ``progress(total)``: a factory of a tqdm-like bar (``update()``, ``close()``) or None.
+    ``labeller``: models already loaded for these options (segpp-fleet's workers keep theirs
+    from bag to bag; its per-bag state, tracks and budgets, starts afresh here)."""
     from rosbags.highlevel import AnyReader
 
     started = time.monotonic()
@@ -429,7 +438,9 @@ def process(source: Path, target: Path | None, options: Options, video: Path | N
         summary.topic, summary.note = choose_topic(topics, options.topic, source)
         kind = topics[summary.topic]
         sides = depth_topics(reader, options, summary.topic, source) if options.depth_topic else {}
-        labeller = Labeller(options)
+        if labeller is None:
+            labeller = Labeller(options)
+        labeller.pipeline.reset()
         out = BagWriter(target, options.storage) if target is not None else None
         movie = VideoWriter(video, options.video_fps or estimated_fps(reader, summary.topic, options.every)) \
             if video is not None else None
@@ -461,20 +472,31 @@ def process(source: Path, target: Path | None, options: Options, video: Path | N
             summary.depth["paired"] += 1
             return depth
 
+        waiting: list[tuple[int, np.ndarray, Any, DepthFrame | None]] = []    # frames of the next batch
+
         def label(timestamp: int, image: np.ndarray, header: Any, depth_msg: Any) -> None:
+            waiting.append((timestamp, image, header, depth_of(image, depth_msg) if sides else None))
+            if len(waiting) >= options.batch:
+                flush()
+
+        def flush() -> None:
+            if not waiting:
+                return
             if out is not None and summary.processed == 0:
-                for name, info in labeller.info_messages(header.stamp).items():
-                    out.write(f"{prefix}/{name}", info, timestamp, offered_qos(latched=True))
-            depth = depth_of(image, depth_msg) if sides else None
-            outputs, overlay = labeller.frame(image, header, "overlay" in options.outputs or movie is not None, depth)
-            if out is not None:
-                for name, built in outputs.items():
-                    out.write(f"{prefix}/{name}", built, timestamp, offered_qos(name in LATCHED))
-            if movie is not None and overlay is not None:
-                movie.add(overlay)
-            summary.processed += 1
-            if bar is not None:
-                bar.update()
+                for name, info in labeller.info_messages(waiting[0][2].stamp).items():
+                    out.write(f"{prefix}/{name}", info, waiting[0][0], offered_qos(latched=True))
+            made = labeller.frames([(image, header, depth) for _, image, header, depth in waiting],
+                                   "overlay" in options.outputs or movie is not None)
+            for (timestamp, *_), (outputs, overlay) in zip(waiting, made):
+                if out is not None:
+                    for name, built in outputs.items():
+                        out.write(f"{prefix}/{name}", built, timestamp, offered_qos(name in LATCHED))
+                if movie is not None and overlay is not None:
+                    movie.add(overlay)
+                summary.processed += 1
+                if bar is not None:
+                    bar.update()
+            waiting.clear()
 
         try:
             for connection, timestamp, raw in messages:
@@ -511,12 +533,13 @@ def process(source: Path, target: Path | None, options: Options, video: Path | N
                     ready = [(item, None)] if pairing is None else pairing.frame(stamp_ns(header), timestamp, item)
                 for item, depth_msg in ready:
                     label(*item, depth_msg)
-                if stop.is_set() and summary.processed:
+                if stop.is_set() and (summary.processed or waiting):
                     summary.stopped = True
                     break
             if pairing is not None and not summary.stopped:
                 for item, depth_msg in pairing.finish():
                     label(*item, depth_msg)
+            flush()
         finally:
             if bar is not None:
                 bar.close()

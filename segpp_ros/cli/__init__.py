@@ -7,8 +7,10 @@ the ROS tools (camera, sink) import it too.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from typing import Any
+import threading
+from typing import Any, Iterator
 
 
 def parse_size(text: str, minimum: int = 32) -> tuple[int, int]:
@@ -118,3 +120,17 @@ def write_report(path: str, argv: list[str] | None, parts: dict[str, Any], **env
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         json.dump({"environment": env, **parts}, f, indent=2)
+
+
+@contextlib.contextmanager
+def stop_on_sigint() -> Iterator[threading.Event]:
+    """Ctrl-C sets the event instead of raising: the tool ends what is in progress and closes its
+    outputs properly (the previous handler is back afterwards)."""
+    import signal
+
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)

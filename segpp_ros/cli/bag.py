@@ -13,12 +13,14 @@ and written: segpp_ros.bags.runner.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from . import non_negative_float, non_negative_int, positive_int, preset_error
+from . import non_negative_float, non_negative_int, positive_int, preset_error, stop_on_sigint
+
+if TYPE_CHECKING:              # the runner (torch, rosbags) is imported when a bag is run
+    from ..bags.runner import Options
 
 PROG = "segpp-bag"
 
@@ -38,6 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", type=Path, help="the bag: a ROS 2 bag folder (or its .mcap / .db3 file), or a ROS 1 .bag")
     p.add_argument("output", type=Path, nargs="?", help="the new bag folder (must not exist); not with --video")
     p.add_argument("--video", type=Path, help="write the overlays (with skeletons) to this MP4 instead of a bag")
+    add_bag_options(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def add_bag_options(p: argparse.ArgumentParser) -> None:
+    """What segpp-bag does to a bag: its options, shared with segpp-fleet."""
     p.add_argument("--topic", help="the image topic (sensor_msgs/Image or CompressedImage; default: the bag's "
                                    "first, the others listed)")
     p.add_argument("--prefix", default="/segpp", help="output topic prefix (default: /segpp, as the node's)")
@@ -50,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="segmentation weights (default: the embedded model)")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--precision", help="auto, fp32, fp16, bf16 (default: auto)")
-    p.add_argument("--backend", choices=("auto", "torch", "openvino"),
+    p.add_argument("--backend", choices=("auto", "torch", "openvino", "inductor"),
                    help="inference engine, as the node's parameter backend (default: auto: openvino on the CPU)")
     p.add_argument("--merge", help="merge preset: none, hq, 2x2, fast, downsample (default: none)")
     p.add_argument("--max-side", type=non_negative_int,
@@ -61,13 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "/camera/aligned_depth_to_color/image_raw): writes keypoints_3d and points, each frame paired with "
                    "the depth image nearest its stamp within depth.max_skew_ms, as the node pairs them")
     p.add_argument("--depth-info-topic", help="the depth camera_info (default: the depth topic's sibling camera_info)")
+    p.add_argument("--batch", type=positive_int, default=1,
+                   help="frames per forward pass (default: 1; each frame gets what it gets alone)")
     p.add_argument("--every", type=positive_int, default=1, help="process every Nth frame (default: 1)")
     p.add_argument("--start", type=non_negative_float, help="seconds from the bag's start to begin at")
     p.add_argument("--end", type=non_negative_float, help="seconds from the bag's start to end at")
     p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="output bag storage (default: mcap)")
     p.add_argument("--fps", type=float, help="--video frame rate (default: the processed frames' rate in the bag)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -77,6 +86,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("give either an output bag folder or --video FILE.mp4")
     if args.output is not None and args.output.exists():
         parser.error(f"{args.output} exists already: the output bag must be a new folder")
+    check_bag_options(parser, args)
+    return args
+
+
+def check_bag_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.start is not None and args.end is not None and args.end <= args.start:
         parser.error("--end must be after --start")
     if args.depth_topic is None and (args.depth_info_topic is not None
@@ -85,46 +99,49 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     problem = preset_error("--merge", [args.merge]) if args.merge is not None else None
     if problem:
         parser.error(problem)
-    return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    from ..bags.runner import OUTPUTS, BagError, Options, process
+def options_of(args: argparse.Namespace, prog: str) -> "Options | None":
+    """The runner's Options from the parsed bag options (the params file read); None after
+    printing why the params file cannot be read."""
+    from ..bags.runner import OUTPUTS, Options
     from ..ros.params import read_params_file
 
     try:
         params = read_params_file(args.params_file) if args.params_file else {}
     except ValueError as err:
-        print(f"{PROG}: {err}", file=sys.stderr)
-        return 1
+        print(f"{prog}: {err}", file=sys.stderr)
+        return None
     given = {name: value for name, value in (("weights", args.weights), ("device", args.device),
                                             ("precision", args.precision), ("backend", args.backend),
                                             ("merge", args.merge),
                                             ("max_side", args.max_side), ("person_classes", args.person_classes),
                                             ("pose", False if args.no_pose else None)) if value is not None}
-    options = Options.from_params(params, topic=args.topic, prefix=args.prefix, outputs=args.outputs or OUTPUTS,
-                                  every=args.every, depth_topic=args.depth_topic,
-                                  depth_info_topic=args.depth_info_topic, start_s=args.start, end_s=args.end, storage=args.storage,
-                                  video_fps=args.fps, **given)
-    stop = threading.Event()
+    return Options.from_params(params, topic=args.topic, prefix=args.prefix, outputs=args.outputs or OUTPUTS,
+                               every=args.every, batch=args.batch, depth_topic=args.depth_topic,
+                               depth_info_topic=args.depth_info_topic, start_s=args.start, end_s=args.end,
+                               storage=args.storage, video_fps=args.fps, **given)
 
-    def request_stop(signum: int, frame: object) -> None:
-        # the frame in progress ends, then the bag is closed: a readable bag up to there
-        stop.set()
-    previous = signal.signal(signal.SIGINT, request_stop)
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from ..bags.runner import BagError, process
+
+    options = options_of(args, PROG)
+    if options is None:
+        return 1
 
     def bar(total: int | None):
         from tqdm import tqdm
 
         return tqdm(total=total, unit="frame", desc=PROG, disable=args.quiet, file=sys.stderr)
-    try:
-        summary = process(args.input, args.output, options, video=args.video, stop=stop, progress=bar)
-    except BagError as err:
-        print(f"{PROG}: {err}", file=sys.stderr)
-        return 1
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    # Ctrl-C: the frames in progress end, then the bag is closed: a readable bag up to there
+    with stop_on_sigint() as stop:
+        try:
+            summary = process(args.input, args.output, options, video=args.video, stop=stop, progress=bar)
+        except BagError as err:
+            print(f"{PROG}: {err}", file=sys.stderr)
+            return 1
     if summary.note:
         print(f"{PROG}: {summary.note}", file=sys.stderr)
     if summary.depth_note:
