@@ -57,6 +57,12 @@ def test_every_transition_through_the_lifecycle_services(tmp_path):
         def transition(transition_id: int) -> bool:
             return call(probe, change, ChangeState.Request(transition=Transition(id=transition_id))).success
 
+        def unanswered() -> str:
+            # which side lost the other: the camera's matched readers, the node's own account
+            return (f"the camera publisher matches {camera.get_subscription_count()} subscription(s), the label "
+                    f"subscriber {probe.node.count_publishers(f'/{NAME}/label')} publisher(s); node log:\n"
+                    f"{node.output()[-3000:]}")
+
         def labelled(frame_id: str, timeout: float) -> bool:
             """Send a frame every 0.25 s until its label arrives (True) or ``timeout`` passes."""
             msg = make_frame(probe, SCENE)
@@ -72,13 +78,13 @@ def test_every_transition_through_the_lifecycle_services(tmp_path):
         assert transition(Transition.TRANSITION_CONFIGURE) and state() == State.PRIMARY_STATE_INACTIVE
         assert not labelled("while_inactive", 3.0)                     # configured, not publishing
         assert transition(Transition.TRANSITION_ACTIVATE) and state() == State.PRIMARY_STATE_ACTIVE
-        assert labelled("while_active", 60.0)
+        assert labelled("while_active", 60.0), unanswered()
         assert transition(Transition.TRANSITION_DEACTIVATE) and state() == State.PRIMARY_STATE_INACTIVE
         assert not labelled("after_deactivate", 3.0)
         assert transition(Transition.TRANSITION_CLEANUP) and state() == State.PRIMARY_STATE_UNCONFIGURED
         # configure again after cleanup: the models load anew and frames flow again
         assert transition(Transition.TRANSITION_CONFIGURE) and transition(Transition.TRANSITION_ACTIVATE)
-        assert labelled("after_reconfigure", 60.0)
+        assert labelled("after_reconfigure", 60.0), unanswered()
         assert transition(Transition.TRANSITION_ACTIVE_SHUTDOWN)
         assert node.proc.wait(30) == 0, node.output()[-3000:]          # shut down: the process ends
     finally:
