@@ -109,14 +109,14 @@ def depth_frame(array: np.ndarray, encoding: str, k: Sequence[float], frame_id: 
     return DepthFrame(metres, fx, fy, cx, cy, frame_id, (int(h), int(w)))
 
 
-def labels_at(labels: np.ndarray, depth_hw: tuple[int, int], rows: np.ndarray | None = None,
-              cols: np.ndarray | None = None) -> np.ndarray:
-    """The label (any resolution) at depth pixels: the grid of ``rows`` x ``cols`` (all when None),
-    nearest pixel centre, as the label image is resized."""
+def labels_at(labels: np.ndarray, depth_hw: tuple[int, int], stride: int = 1) -> np.ndarray:
+    """The label (any resolution) at every ``stride``-th depth pixel both ways, nearest pixel
+    centre, as the label image is resized (a view when the sizes agree)."""
     hd, wd = depth_hw
     hl, wl = labels.shape
-    rows = np.arange(hd) if rows is None else rows
-    cols = np.arange(wd) if cols is None else cols
+    if (hl, wl) == (hd, wd):
+        return labels[::stride, ::stride]
+    rows, cols = np.arange(0, hd, stride), np.arange(0, wd, stride)
     lr = np.clip(np.rint((rows + 0.5) * (hl / hd) - 0.5), 0, hl - 1).astype(np.intp)
     lc = np.clip(np.rint((cols + 0.5) * (wl / wd) - 0.5), 0, wl - 1).astype(np.intp)
     return labels[np.ix_(lr, lc)]
@@ -151,11 +151,7 @@ def keypoints_3d(pose: PoseResult, depth: DepthFrame, labels: np.ndarray | None,
     for person in pose.persons:
         kp = person.keypoints
         ud, vd = depth.to_depth(kp[:, 0].astype(np.float64), kp[:, 1].astype(np.float64))
-        mask = None
-        if persons is not None:
-            mask = np.zeros((hd, wd), bool)
-            rows, cols = box_window(person.box, depth)
-            mask[rows, cols] = persons[rows, cols]          # the person's pixels: person labels in its box
+        box_rows, box_cols = box_window(person.box, depth)
         z = np.full(len(kp), np.nan, np.float32)
         for j, (u, v) in enumerate(zip(ud, vd)):
             r, c = int(round(v)), int(round(u))
@@ -163,8 +159,11 @@ def keypoints_3d(pose: PoseResult, depth: DepthFrame, labels: np.ndarray | None,
             if r0 >= r1 or c0 >= c1:
                 continue                                    # the joint lies outside the depth image
             values = depth.metres[r0:r1, c0:c1]
-            if mask is not None:
-                own = mask[r0:r1, c0:c1] & ~np.isnan(values)
+            if persons is not None:
+                # the person's pixels: person labels inside its box (the window's part of it)
+                in_box = (((box_rows.start <= np.arange(r0, r1)) & (np.arange(r0, r1) < box_rows.stop))[:, None]
+                          & ((box_cols.start <= np.arange(c0, c1)) & (np.arange(c0, c1) < box_cols.stop))[None, :])
+                own = persons[r0:r1, c0:c1] & in_box & ~np.isnan(values)
                 if own.any():
                     z[j] = np.median(values[own])
                     continue
@@ -189,7 +188,7 @@ def labelled_points(labels: np.ndarray, depth: DepthFrame, stride: int = 4, max_
     rows = np.arange(0, hd, stride)
     cols = np.arange(0, wd, stride)
     z = depth.metres[::stride, ::stride]           # a view: slicing, not a gather
-    label = labels[::stride, ::stride] if labels.shape == (hd, wd) else labels_at(labels, depth.hw, rows, cols)
+    label = labels_at(labels, depth.hw, stride)
     keep = z <= max_range                          # NaN compares False: no reading is dropped here
     if classes is not None:
         keep &= np.isin(label, np.asarray(list(classes)))
