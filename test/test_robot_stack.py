@@ -6,6 +6,8 @@ both output resolutions; persons with track ids over a scripted walk, from a det
 touching persons one skeleton each with detector boxes, one merged component without."""
 from __future__ import annotations
 
+import re
+
 import threading
 import time
 
@@ -130,8 +132,8 @@ def test_every_qos_pairing_of_camera_and_consumer_gets_the_labels(graph, camera_
     assert "incompatible" not in node.output()
 
 
-@pytest.mark.parametrize("offset_s, words", [(-3600.0, ["3600.0", "behind", "--clock"]),
-                                             (5.0, ["4.9", "ahead of", "chrony"])])
+@pytest.mark.parametrize("offset_s, words", [(-3600.0, ["behind", "--clock"]),
+                                             (5.0, ["ahead of", "chrony"])])
 def test_stamps_from_another_clock_are_segmented_and_warned_of(graph, offset_s, words):
     """A recording replayed without --clock (hour-old stamps), a camera 5 s ahead: labels with the
     frames' own stamps, and /diagnostics WARNs with the skew and its likely cause."""
@@ -149,6 +151,11 @@ def test_stamps_from_another_clock_are_segmented_and_warned_of(graph, offset_s, 
         lambda: (s := diagnostics_status(probe, f"/{NAME}")) and int(s[2].get("skewed_stamps", 0)) > before and s,
         30, "the skew counted on /diagnostics", node)
     assert level == 1 and all(w in message for w in words), message
+    # the skew is the stamp's distance from the node's clock when the frame arrived: the offset,
+    # plus however long the frame (or its resend) took to get there -- seconds on a loaded host
+    said = float(re.search(r"are ([0-9.]+) s", message).group(1))
+    transit = said - abs(offset_s) if offset_s < 0 else abs(offset_s) - said
+    assert 0 <= transit < 5, message
     assert "segmented anyway" in message and abs(float(values["stamp_skew_s"]) + offset_s) < 5
     assert "dropped_stale" not in values
     probe.node.destroy_publisher(camera)
